@@ -1,0 +1,12 @@
+"""Test settings: PostgreSQL and Redis, as in production; fast password hashing."""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/sipcloud")
+
+from config.settings.base import *  # noqa: E402, F403
+
+SECRET_KEY = "test-only-secret-key-not-used-anywhere-else-0123456789"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+CELERY_TASK_ALWAYS_EAGER = False

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SipnodesConfig(AppConfig):
+    name = "sipnodes"
+    verbose_name = "SIP nodes"

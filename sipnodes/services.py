@@ -1,0 +1,181 @@
+"""Changes to virtual servers and their local users; each function is one transaction."""
+
+import secrets
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+
+from sipnodes import ports
+from sipnodes.credentials import digest_ha1, random_sip_password
+from sipnodes.models import FREE_EDITION, LocalUser, PortAllocation, SipHost, VirtualServer
+from tenants.models import Tenant
+
+STARTER_USER_NUMBERS = ("100", "101", "102")
+
+
+class NoHostAvailable(Exception):
+    """No SIP host has the ports a new virtual server needs."""
+
+
+class PortInUse(Exception):
+    """The asked port belongs to another server or lies outside the host's range."""
+
+
+@dataclass(frozen=True)
+class IssuedPassword:
+    """A SIP password shown to the customer once; only its HA1 digests are stored."""
+
+    number: str
+    password: str
+
+
+def _pick_host(edition: int) -> SipHost:
+    for host in SipHost.objects.order_by("pk"):
+        if ports.host_has_room(host, edition):
+            return host
+    raise NoHostAvailable("no SIP host has room for a new server; ask an operator to add one")
+
+
+@transaction.atomic
+def server_create(
+    *, tenant: Tenant, name: str, edition: int = FREE_EDITION, hold_for_verification: bool = False
+) -> VirtualServer:
+    host = ports.lock_host(_pick_host(edition).pk)
+    used = ports.used_ports(host)
+    ranges = host.port_ranges()
+    try:
+        sip_port = ports.first_free_port(ranges["sip"], used)
+        callback_port = ports.first_free_port(ranges["callback"], used)
+        media = ports.first_free_block(ranges["media"], used, ports.media_block_size(edition))
+    except ports.NoPortsAvailable as exc:
+        raise NoHostAvailable(str(exc)) from exc
+    server = VirtualServer.objects.create(
+        tenant=tenant,
+        name=name,
+        edition=edition,
+        host=host,
+        realm=f"vs-{secrets.token_hex(5)}.sipcloud",
+        sip_port=sip_port,
+        callback_port=callback_port,
+        media_port_first=media.start,
+        media_port_last=media.stop - 1,
+        desired_state=(
+            VirtualServer.State.STOPPED if hold_for_verification else VirtualServer.State.RUNNING
+        ),
+        awaiting_verification=hold_for_verification,
+    )
+    ports.record_allocation(server, PortAllocation.Purpose.SIP, [sip_port])
+    ports.record_allocation(server, PortAllocation.Purpose.CALLBACK, [callback_port])
+    ports.record_allocation(server, PortAllocation.Purpose.MEDIA, media)
+    return server
+
+
+def _set_password(user: LocalUser, password: str) -> None:
+    user.ha1_md5, user.ha1_sha256 = digest_ha1(user.number, user.server.realm, password)
+
+
+@transaction.atomic
+def local_user_create(
+    *, server: VirtualServer, number: str, display_name: str = "", call_level: int = 1
+) -> tuple[LocalUser, IssuedPassword]:
+    password = random_sip_password()
+    user = LocalUser(server=server, number=number, display_name=display_name, call_level=call_level)
+    _set_password(user, password)
+    user.save()
+    return user, IssuedPassword(number=number, password=password)
+
+
+@transaction.atomic
+def local_user_update(*, user: LocalUser, display_name: str, call_level: int) -> LocalUser:
+    user.display_name = display_name
+    user.call_level = call_level
+    user.save(update_fields=["display_name", "call_level", "updated_at"])
+    return user
+
+
+@transaction.atomic
+def local_user_reset_password(*, user: LocalUser) -> IssuedPassword:
+    password = random_sip_password()
+    _set_password(user, password)
+    user.save(update_fields=["ha1_md5", "ha1_sha256", "updated_at"])
+    return IssuedPassword(number=user.number, password=password)
+
+
+@transaction.atomic
+def local_user_delete(*, user: LocalUser) -> None:
+    user.delete()
+
+
+@transaction.atomic
+def server_create_starter_users(*, server: VirtualServer) -> list[IssuedPassword]:
+    return [local_user_create(server=server, number=n)[1] for n in STARTER_USER_NUMBERS]
+
+
+SYSTEM_SETTINGS = (
+    "name",
+    "out_group_prefix",
+    "prompt_language",
+    "media_relay",
+    "upnp",
+    "cdr_failed_calls",
+    "cdr_realtime_display",
+)
+
+
+@transaction.atomic
+def server_update_settings(*, server: VirtualServer, **values: object) -> VirtualServer:
+    unknown = set(values) - set(SYSTEM_SETTINGS)
+    if unknown:
+        raise TypeError(f"not a system setting: {', '.join(sorted(unknown))}")
+    for field, value in values.items():
+        setattr(server, field, value)
+    server.save(update_fields=[*values, "updated_at"])
+    return server
+
+
+@transaction.atomic
+def server_update_callback(
+    *, server: VirtualServer, app_server_address: str, port: int, default_caller: str
+) -> VirtualServer:
+    """Port 0 closes the call-back service; another port must be free in the host's range."""
+    if port != server.callback_port:
+        host = ports.lock_host(server.host_id)
+        if port and port not in host.port_ranges()["callback"]:
+            r = host.port_ranges()["callback"]
+            raise PortInUse(f"choose a port in {r.start}-{r.stop - 1}, or 0 to close the service")
+        PortAllocation.objects.filter(
+            server=server, purpose=PortAllocation.Purpose.CALLBACK
+        ).delete()
+        if port:
+            try:
+                with transaction.atomic():
+                    ports.record_allocation(server, PortAllocation.Purpose.CALLBACK, [port])
+            except IntegrityError as exc:
+                raise PortInUse(f"port {port} is used by another server") from exc
+    server.callback_app_server_address = app_server_address
+    server.callback_port = port
+    server.callback_default_caller = default_caller
+    server.save(
+        update_fields=[
+            "callback_app_server_address",
+            "callback_port",
+            "callback_default_caller",
+            "updated_at",
+        ]
+    )
+    return server
+
+
+@transaction.atomic
+def server_set_desired_state(*, server: VirtualServer, state: str) -> VirtualServer:
+    server.desired_state = state
+    server.save(update_fields=["desired_state", "updated_at"])
+    return server
+
+
+@transaction.atomic
+def lapse_paid_editions(*, today) -> int:
+    """A paid edition whose `paid_until` has passed falls back to the free 5 clients."""
+    return VirtualServer.objects.filter(paid_until__lt=today, edition__gt=FREE_EDITION).update(
+        edition=FREE_EDITION, paid_until=None
+    )

@@ -1,0 +1,40 @@
+"""Reads scoped to the tenants a person belongs to: the one way views reach tenant objects.
+
+An object of another tenant is indistinguishable from a missing one (404); a member
+without the right to change gets 403.
+"""
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+
+from sipnodes.models import LocalUser, VirtualServer
+from tenants.models import Membership, User
+
+
+def member_servers(user: User) -> QuerySet[VirtualServer]:
+    return VirtualServer.objects.filter(tenant__memberships__user=user).select_related(
+        "host", "tenant"
+    )
+
+
+def membership(user: User, server: VirtualServer) -> Membership:
+    return Membership.objects.get(user=user, tenant_id=server.tenant_id)
+
+
+def get_member_server(user: User, pk: int, *, change: bool = False) -> VirtualServer:
+    server = get_object_or_404(member_servers(user), pk=pk)
+    if change and not membership(user, server).can_change:
+        raise PermissionDenied("viewers cannot change this server")
+    return server
+
+
+def get_member_local_user(
+    user: User, server_pk: int, pk: int, *, change: bool = False
+) -> LocalUser:
+    server = get_member_server(user, server_pk, change=change)
+    return get_object_or_404(LocalUser.objects.select_related("server"), server=server, pk=pk)
+
+
+def server_local_users(server: VirtualServer) -> QuerySet[LocalUser]:
+    return LocalUser.objects.filter(server=server)

@@ -1,0 +1,85 @@
+"""Customer sign-up, e-mail verification and login bookkeeping."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.core import signing
+from django.core.mail import send_mail
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from sipnodes import services as sipnode_services
+from sipnodes.models import VirtualServer
+from sipnodes.services import IssuedPassword
+from tenants.models import Membership, Tenant, User
+
+VERIFY_SALT = "tenants.verify-email"
+VERIFY_MAX_AGE = 7 * 24 * 3600
+
+
+class InvalidVerificationLink(Exception):
+    """The link is forged, expired or was made for another address."""
+
+
+@dataclass(frozen=True)
+class Signup:
+    user: User
+    tenant: Tenant
+    server: VirtualServer
+    passwords: list[IssuedPassword]
+
+
+@transaction.atomic
+def tenant_signup(*, email: str, password: str, company_name: str) -> Signup:
+    """A new customer: owner account, tenant, and a free 5-client server with users 100-102."""
+    user = User.objects.create_user(username=email, email=email, password=password)
+    tenant = Tenant.objects.create(name=company_name)
+    Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.OWNER)
+    server = sipnode_services.server_create(
+        tenant=tenant,
+        name=f"{company_name} SIP server",
+        hold_for_verification=settings.SIPCLOUD_REQUIRE_EMAIL_VERIFICATION,
+    )
+    passwords = sipnode_services.server_create_starter_users(server=server)
+    return Signup(user=user, tenant=tenant, server=server, passwords=passwords)
+
+
+def verification_token(user: User) -> str:
+    return signing.dumps({"user": user.pk, "email": user.email}, salt=VERIFY_SALT)
+
+
+def send_verification_email(*, user: User, base_url: str) -> None:
+    link = base_url + reverse("tenants:verify-email", args=[verification_token(user)])
+    send_mail(
+        subject="Verify your sipcloud e-mail address",
+        message=(
+            "Welcome to sipcloud.\n\nConfirm your e-mail address with this link "
+            f"(valid for 7 days):\n\n{link}\n"
+        ),
+        from_email=None,
+        recipient_list=[user.email],
+    )
+
+
+@transaction.atomic
+def user_verify_email(*, token: str) -> User:
+    """Marks the address verified and starts the servers held back until now."""
+    try:
+        payload = signing.loads(token, salt=VERIFY_SALT, max_age=VERIFY_MAX_AGE)
+        user = User.objects.select_for_update().get(pk=payload["user"], email=payload["email"])
+    except (signing.BadSignature, User.DoesNotExist, KeyError, TypeError) as exc:
+        raise InvalidVerificationLink("this verification link is invalid or has expired") from exc
+    if user.email_verified_at is None:
+        user.email_verified_at = timezone.now()
+        user.save(update_fields=["email_verified_at"])
+        VirtualServer.objects.filter(
+            tenant__memberships__user=user, awaiting_verification=True
+        ).update(desired_state=VirtualServer.State.RUNNING, awaiting_verification=False)
+    return user
+
+
+def user_record_login(*, user: User, at: datetime) -> None:
+    """Portal logins count as tenant activity for the zombie purge."""
+    Tenant.objects.filter(memberships__user=user).update(last_member_login_at=at)

@@ -1,0 +1,26 @@
+from django.urls import path
+
+from tenants import views
+
+app_name = "tenants"
+
+urlpatterns = [
+    path("signup/", views.signup, name="signup"),
+    path("verify/<str:token>/", views.verify_email, name="verify-email"),
+    path("servers/", views.server_list, name="server-list"),
+    path("servers/<int:pk>/", views.server_detail, name="server-detail"),
+    path("servers/<int:pk>/settings/", views.server_settings, name="server-settings"),
+    path("servers/<int:pk>/callback/", views.server_callback, name="server-callback"),
+    path("servers/<int:server_pk>/users/new/", views.local_user_create, name="user-create"),
+    path("servers/<int:server_pk>/users/<int:pk>/", views.local_user_edit, name="user-edit"),
+    path(
+        "servers/<int:server_pk>/users/<int:pk>/delete/",
+        views.local_user_delete,
+        name="user-delete",
+    ),
+    path(
+        "servers/<int:server_pk>/users/<int:pk>/reset-password/",
+        views.local_user_reset_password,
+        name="user-reset-password",
+    ),
+]

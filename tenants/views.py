@@ -1,0 +1,148 @@
+"""Signup portal and tenant admin pages; the work happens in services and selectors."""
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST, require_safe
+
+from sipnodes import services as sipnode_services
+from sipnodes.services import NoHostAvailable, PortInUse
+from tenants import selectors, services
+from tenants.forms import CallbackSettingsForm, LocalUserForm, SignupForm, SystemSettingsForm
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            result = services.tenant_signup(
+                email=form.cleaned_data["email"],
+                password=form.cleaned_data["password"],
+                company_name=form.cleaned_data["company_name"],
+            )
+        except NoHostAvailable:
+            form.add_error(None, "We cannot create new servers right now. Please try later.")
+            return render(request, "tenants/signup.html", {"form": form}, status=503)
+        services.send_verification_email(
+            user=result.user, base_url=request.build_absolute_uri("/").rstrip("/")
+        )
+        login(request, result.user, backend="django.contrib.auth.backends.ModelBackend")
+        # The passwords are shown in this response only; nothing keeps them.
+        return render(
+            request,
+            "tenants/welcome.html",
+            {"server": result.server, "passwords": result.passwords},
+        )
+    return render(request, "tenants/signup.html", {"form": form})
+
+
+def verify_email(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        services.user_verify_email(token=token)
+    except services.InvalidVerificationLink as exc:
+        return render(request, "tenants/verify_failed.html", {"error": exc}, status=400)
+    messages.success(request, "Your e-mail address is verified.")
+    return redirect("tenants:server-list")
+
+
+@login_required
+@require_safe
+def server_list(request: HttpRequest) -> HttpResponse:
+    servers = selectors.member_servers(request.user)
+    return render(request, "tenants/server_list.html", {"servers": servers})
+
+
+@login_required
+@require_safe
+def server_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    server = selectors.get_member_server(request.user, pk)
+    return render(
+        request,
+        "tenants/server_detail.html",
+        {
+            "server": server,
+            "users": selectors.server_local_users(server),
+            "can_change": selectors.membership(request.user, server).can_change,
+        },
+    )
+
+
+@login_required
+def server_settings(request: HttpRequest, pk: int) -> HttpResponse:
+    server = selectors.get_member_server(request.user, pk, change=request.method == "POST")
+    form = SystemSettingsForm(request.POST or None, instance=server)
+    if request.method == "POST" and form.is_valid():
+        sipnode_services.server_update_settings(server=server, **form.cleaned_data)
+        messages.success(request, "Settings saved.")
+        return redirect(server)
+    return render(request, "tenants/server_settings.html", {"server": server, "form": form})
+
+
+@login_required
+def server_callback(request: HttpRequest, pk: int) -> HttpResponse:
+    server = selectors.get_member_server(request.user, pk, change=request.method == "POST")
+    initial = {
+        "app_server_address": server.callback_app_server_address,
+        "port": server.callback_port,
+        "default_caller": server.callback_default_caller,
+    }
+    form = CallbackSettingsForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            sipnode_services.server_update_callback(server=server, **form.cleaned_data)
+        except PortInUse as exc:
+            form.add_error("port", str(exc))
+        else:
+            messages.success(request, "Call-back settings saved.")
+            return redirect(server)
+    return render(request, "tenants/server_callback.html", {"server": server, "form": form})
+
+
+@login_required
+def local_user_create(request: HttpRequest, server_pk: int) -> HttpResponse:
+    server = selectors.get_member_server(request.user, server_pk, change=True)
+    form = LocalUserForm(request.POST or None, server=server)
+    if request.method == "POST" and form.is_valid():
+        user, issued = sipnode_services.local_user_create(server=server, **form.cleaned_data)
+        return render(request, "tenants/password_issued.html", {"server": server, "issued": issued})
+    return render(request, "tenants/local_user_form.html", {"server": server, "form": form})
+
+
+@login_required
+def local_user_edit(request: HttpRequest, server_pk: int, pk: int) -> HttpResponse:
+    user = selectors.get_member_local_user(request.user, server_pk, pk, change=True)
+    form = LocalUserForm(request.POST or None, instance=user, server=user.server)
+    if request.method == "POST" and form.is_valid():
+        sipnode_services.local_user_update(
+            user=user,
+            display_name=form.cleaned_data["display_name"],
+            call_level=form.cleaned_data["call_level"],
+        )
+        messages.success(request, f"User {user.number} saved.")
+        return redirect(user.server)
+    return render(
+        request,
+        "tenants/local_user_form.html",
+        {"server": user.server, "form": form, "local_user": user},
+    )
+
+
+@login_required
+@require_POST
+def local_user_delete(request: HttpRequest, server_pk: int, pk: int) -> HttpResponse:
+    user = selectors.get_member_local_user(request.user, server_pk, pk, change=True)
+    sipnode_services.local_user_delete(user=user)
+    messages.success(request, f"User {user.number} deleted.")
+    return redirect(user.server)
+
+
+@login_required
+@require_POST
+def local_user_reset_password(request: HttpRequest, server_pk: int, pk: int) -> HttpResponse:
+    user = selectors.get_member_local_user(request.user, server_pk, pk, change=True)
+    issued = sipnode_services.local_user_reset_password(user=user)
+    return render(
+        request, "tenants/password_issued.html", {"server": user.server, "issued": issued}
+    )
