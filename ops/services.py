@@ -25,7 +25,10 @@ def platform_bootstrap() -> Bootstrap:
     """Makes a fresh installation usable: one SIP host and one operator account."""
     host, host_created = SipHost.objects.get_or_create(
         name=settings.SIPCLOUD_DEFAULT_HOST_NAME,
-        defaults={"public_address": settings.SIPCLOUD_DEFAULT_HOST_ADDRESS},
+        defaults={
+            "public_address": settings.SIPCLOUD_DEFAULT_HOST_ADDRESS,
+            "listen_address": settings.SIPCLOUD_DEFAULT_HOST_ADDRESS,
+        },
     )
     User = get_user_model()
     operator = User.objects.filter(is_staff=True).order_by("pk").first()

@@ -1,10 +1,14 @@
+from datetime import timedelta
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 from tenants.models import Tenant
 
+HOST_STALE_AFTER = timedelta(seconds=45)  # three missed polls (every 15 s) of the node agent
 MEDIA_PORTS_PER_CLIENT = 4  # RTP + RTCP for audio and video, two legs per call, half the clients
 FREE_EDITION = 5
 
@@ -17,6 +21,9 @@ class SipHost(models.Model):
 
     name = models.SlugField(max_length=50, unique=True)
     public_address = models.CharField(max_length=255, help_text="Address phones use to reach it")
+    listen_address = models.GenericIPAddressField(
+        default="0.0.0.0", help_text="Local address the workers bind (0.0.0.0: all)"
+    )
     sip_port_min = models.PositiveIntegerField(default=15060)
     sip_port_max = models.PositiveIntegerField(default=15999)
     callback_port_min = models.PositiveIntegerField(default=16000)
@@ -24,6 +31,9 @@ class SipHost(models.Model):
     media_port_min = models.PositiveIntegerField(default=20000)
     media_port_max = models.PositiveIntegerField(default=39999)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Written by the host's node agent each time it reports; stale means unreachable.
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    status_detail = models.TextField(blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -38,6 +48,12 @@ class SipHost(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_reachable(self) -> bool:
+        return (
+            self.last_seen_at is not None and timezone.now() - self.last_seen_at < HOST_STALE_AFTER
+        )
 
     def port_ranges(self) -> dict[str, range]:
         return {
@@ -117,7 +133,9 @@ class VirtualServer(models.Model):
     # Held stopped until the owner verifies the e-mail address (production default).
     awaiting_verification = models.BooleanField(default=False)
     actual_state = models.CharField(max_length=10, choices=State.choices, default=State.UNKNOWN)
-    state_detail = models.TextField(blank=True)
+    state_detail = models.TextField(blank=True, help_text="Why the state is what it is")
+    restart_count = models.PositiveIntegerField(default=0)
+    state_checked_at = models.DateTimeField(null=True, blank=True)
     registered_clients = models.PositiveIntegerField(default=0)
     last_registration_at = models.DateTimeField(null=True, blank=True)
     last_call_at = models.DateTimeField(null=True, blank=True)
@@ -207,3 +225,37 @@ class LocalUser(models.Model):
 
     def __str__(self) -> str:
         return self.number
+
+
+class Cdr(models.Model):
+    """A call detail record written by a virtual server's O-side; unique by its UUID."""
+
+    uuid = models.UUIDField(unique=True)
+    server = models.ForeignKey(VirtualServer, on_delete=models.CASCADE, related_name="cdrs")
+    call_id = models.CharField(max_length=255)
+    caller = models.CharField(max_length=64)
+    dialed = models.CharField(max_length=64)
+    callee = models.CharField(max_length=64, blank=True)
+    route = models.CharField(max_length=32, blank=True)
+    started_at = models.DateTimeField()
+    ring_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+    talk_seconds = models.PositiveIntegerField(default=0)
+    released_by = models.CharField(max_length=10, blank=True)
+    status = models.PositiveSmallIntegerField(help_text="Final SIP status given to the caller")
+    answered = models.BooleanField()
+    fci = models.CharField("FCI", max_length=255)
+    cause = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Q.850 cause")
+    call_tag = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        verbose_name = "CDR"
+        indexes = [
+            models.Index(fields=["server", "answered", "-started_at"], name="cdr_server_table_idx"),
+            models.Index(fields=["started_at"], name="cdr_started_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.caller} -> {self.dialed} ({self.fci})"

@@ -4,10 +4,12 @@ import secrets
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from sipnodes import ports
 from sipnodes.credentials import digest_ha1, random_sip_password
 from sipnodes.models import FREE_EDITION, LocalUser, PortAllocation, SipHost, VirtualServer
+from sipnodes.provisioning import apply_on_commit, restart_on_commit
 from tenants.models import Tenant
 
 STARTER_USER_NUMBERS = ("100", "101", "102")
@@ -67,6 +69,7 @@ def server_create(
     ports.record_allocation(server, PortAllocation.Purpose.SIP, [sip_port])
     ports.record_allocation(server, PortAllocation.Purpose.CALLBACK, [callback_port])
     ports.record_allocation(server, PortAllocation.Purpose.MEDIA, media)
+    apply_on_commit(server)
     return server
 
 
@@ -82,6 +85,7 @@ def local_user_create(
     user = LocalUser(server=server, number=number, display_name=display_name, call_level=call_level)
     _set_password(user, password)
     user.save()
+    apply_on_commit(server)
     return user, IssuedPassword(number=number, password=password)
 
 
@@ -90,6 +94,7 @@ def local_user_update(*, user: LocalUser, display_name: str, call_level: int) ->
     user.display_name = display_name
     user.call_level = call_level
     user.save(update_fields=["display_name", "call_level", "updated_at"])
+    apply_on_commit(user.server)
     return user
 
 
@@ -98,12 +103,14 @@ def local_user_reset_password(*, user: LocalUser) -> IssuedPassword:
     password = random_sip_password()
     _set_password(user, password)
     user.save(update_fields=["ha1_md5", "ha1_sha256", "updated_at"])
+    apply_on_commit(user.server)
     return IssuedPassword(number=user.number, password=password)
 
 
 @transaction.atomic
 def local_user_delete(*, user: LocalUser) -> None:
     user.delete()
+    apply_on_commit(user.server)
 
 
 @transaction.atomic
@@ -130,6 +137,7 @@ def server_update_settings(*, server: VirtualServer, **values: object) -> Virtua
     for field, value in values.items():
         setattr(server, field, value)
     server.save(update_fields=[*values, "updated_at"])
+    apply_on_commit(server)
     return server
 
 
@@ -163,6 +171,7 @@ def server_update_callback(
             "updated_at",
         ]
     )
+    apply_on_commit(server)
     return server
 
 
@@ -170,7 +179,17 @@ def server_update_callback(
 def server_set_desired_state(*, server: VirtualServer, state: str) -> VirtualServer:
     server.desired_state = state
     server.save(update_fields=["desired_state", "updated_at"])
+    apply_on_commit(server)
     return server
+
+
+@transaction.atomic
+def server_restart(*, server: VirtualServer) -> None:
+    """Restart the worker (ends its calls); registrations come back from Redis."""
+    if server.desired_state != VirtualServer.State.RUNNING:
+        server_set_desired_state(server=server, state=VirtualServer.State.RUNNING)
+    else:
+        restart_on_commit(server)
 
 
 @transaction.atomic
@@ -179,3 +198,14 @@ def lapse_paid_editions(*, today) -> int:
     return VirtualServer.objects.filter(paid_until__lt=today, edition__gt=FREE_EDITION).update(
         edition=FREE_EDITION, paid_until=None
     )
+
+
+def server_record_worker_state(*, server_id: int, state: str, detail: str) -> None:
+    """The node agent's report of what supervisord says about the worker."""
+    VirtualServer.objects.filter(pk=server_id).update(
+        actual_state=state, state_detail=detail, state_checked_at=timezone.now()
+    )
+
+
+def host_record_seen(*, host: SipHost, detail: str) -> None:
+    SipHost.objects.filter(pk=host.pk).update(last_seen_at=timezone.now(), status_detail=detail)

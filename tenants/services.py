@@ -74,9 +74,15 @@ def user_verify_email(*, token: str) -> User:
     if user.email_verified_at is None:
         user.email_verified_at = timezone.now()
         user.save(update_fields=["email_verified_at"])
-        VirtualServer.objects.filter(
+        held = VirtualServer.objects.select_related("host").filter(
             tenant__memberships__user=user, awaiting_verification=True
-        ).update(desired_state=VirtualServer.State.RUNNING, awaiting_verification=False)
+        )
+        for server in held:
+            server.awaiting_verification = False
+            server.save(update_fields=["awaiting_verification", "updated_at"])
+            sipnode_services.server_set_desired_state(
+                server=server, state=VirtualServer.State.RUNNING
+            )
     return user
 
 

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from tenants import views
 
@@ -11,6 +11,11 @@ urlpatterns = [
     path("servers/<int:pk>/", views.server_detail, name="server-detail"),
     path("servers/<int:pk>/settings/", views.server_settings, name="server-settings"),
     path("servers/<int:pk>/callback/", views.server_callback, name="server-callback"),
+    re_path(
+        r"^servers/(?P<pk>[0-9]+)/(?P<action>start|stop|restart)/$",
+        views.server_power,
+        name="server-power",
+    ),
     path("servers/<int:server_pk>/users/new/", views.local_user_create, name="user-create"),
     path("servers/<int:server_pk>/users/<int:pk>/", views.local_user_edit, name="user-edit"),
     path(

@@ -8,6 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
 from sipnodes import services as sipnode_services
+from sipnodes.models import VirtualServer
 from sipnodes.services import NoHostAvailable, PortInUse
 from tenants import selectors, services
 from tenants.forms import CallbackSettingsForm, LocalUserForm, SignupForm, SystemSettingsForm
@@ -65,6 +66,7 @@ def server_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "server": server,
             "users": selectors.server_local_users(server),
             "can_change": selectors.membership(request.user, server).can_change,
+            "power_actions": ["start", "stop", "restart"],
         },
     )
 
@@ -146,3 +148,16 @@ def local_user_reset_password(request: HttpRequest, server_pk: int, pk: int) -> 
     return render(
         request, "tenants/password_issued.html", {"server": user.server, "issued": issued}
     )
+
+
+@login_required
+@require_POST
+def server_power(request: HttpRequest, pk: str, action: str) -> HttpResponse:
+    server = selectors.get_member_server(request.user, pk, change=True)
+    if action == "restart":
+        sipnode_services.server_restart(server=server)
+    else:
+        state = {"start": VirtualServer.State.RUNNING, "stop": VirtualServer.State.STOPPED}
+        sipnode_services.server_set_desired_state(server=server, state=state[action])
+    messages.success(request, f"Asked the host to {action} {server.name}.")
+    return redirect(server)

@@ -6,7 +6,9 @@ from tests.factories import make_member, make_tenant_with_server
 
 @pytest.fixture
 def host(db) -> SipHost:
-    return SipHost.objects.create(name="test-host", public_address="127.0.0.1")
+    return SipHost.objects.create(
+        name="test-host", public_address="127.0.0.1", listen_address="127.0.0.1"
+    )
 
 
 @pytest.fixture

@@ -140,11 +140,16 @@ CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
-    "lapse-paid-editions": {
-        "task": "sipnodes.tasks.lapse_paid_editions",
-        "schedule": 3600.0,
-    },
+    "lapse-paid-editions": {"task": "sipnodes.tasks.lapse_paid_editions", "schedule": 3600.0},
+    "poll-hosts": {"task": "sipnodes.tasks.poll_hosts", "schedule": 15.0},
 }
+
+# This machine as a SIP host: the node agent (Celery worker on queue `host.<name>`) and the
+# host's supervisord keep their files here.
+SIPCLOUD_HOST_NAME = os.environ.get("SIPCLOUD_HOST_NAME", SIPCLOUD_DEFAULT_HOST_NAME)
+SIPCLOUD_NODE_DIR = Path(
+    os.environ.get("SIPCLOUD_NODE_DIR", VAR_DIR / "hosts" / SIPCLOUD_HOST_NAME)
+)
 
 LOGGING = {
     "version": 1,

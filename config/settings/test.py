@@ -9,4 +9,5 @@ from config.settings.base import *  # noqa: E402, F403
 SECRET_KEY = "test-only-secret-key-not-used-anywhere-else-0123456789"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-CELERY_TASK_ALWAYS_EAGER = False
+# A Redis database of the tests' own, so queued tasks never reach a running platform.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/11")

@@ -15,7 +15,7 @@ def test_server_page_shows_address_ports_edition_state_and_clients(owner_client,
     assert f"{server.media_port_first}-{server.media_port_last}" in html
     assert "5 clients (free)" in html and "non-commercial" in html
     assert "2 of 5 clients registered" in html
-    assert "Unknown (wanted: running)" in html
+    assert '<span id="server-state">Unknown</span> (wanted: running)' in html
 
 
 def test_owner_edits_system_settings(owner_client, tenant_a):

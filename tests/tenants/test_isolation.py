@@ -12,6 +12,7 @@ OBJECT_URLS = {
     "server-detail": lambda t: [t.server.pk],
     "server-settings": lambda t: [t.server.pk],
     "server-callback": lambda t: [t.server.pk],
+    "server-power": lambda t: [t.server.pk, "stop"],
     "user-create": lambda t: [t.server.pk],
     "user-edit": lambda t: [t.server.pk, t.user.pk],
     "user-delete": lambda t: [t.server.pk, t.user.pk],

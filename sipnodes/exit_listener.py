@@ -1,0 +1,51 @@
+"""supervisord event listener: reports a worker that died unexpectedly as a `status` event.
+
+Runs on each SIP host beside the workers (no Django). The ingest consumer counts these
+events into `VirtualServer.restart_count`.
+"""
+
+import logging
+import os
+import sys
+import time
+
+import redis
+from supervisor import childutils
+
+from sipnodes.engine.events import STREAM_KEY, STREAM_MAXLEN, make_event
+
+log = logging.getLogger(__name__)
+
+
+def crashed_server(headers: dict[str, str], payload: str) -> tuple[int, dict] | None:
+    """(server id, event data) when a `vs-<id>` worker exited unexpectedly or failed to start."""
+    fields = childutils.get_headers(payload)
+    name = fields.get("processname", "")
+    prefix, _, number = name.partition("-")
+    if prefix != "vs" or not number.isdigit():
+        return None
+    event = headers.get("eventname")
+    if event == "PROCESS_STATE_EXITED" and fields.get("expected") == "0":
+        return int(number), {"state": "crashed", "pid": int(fields.get("pid", 0))}
+    if event == "PROCESS_STATE_BACKOFF":
+        return int(number), {"state": "crashed", "pid": 0}
+    return None
+
+
+def main() -> None:
+    client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    while True:
+        headers, payload = childutils.listener.wait(sys.stdin, sys.stdout)
+        crash = crashed_server(headers, payload)
+        if crash:
+            server_id, data = crash
+            event = make_event("status", server_id, time.time(), data)
+            try:
+                client.xadd(STREAM_KEY, event.fields(), maxlen=STREAM_MAXLEN, approximate=True)
+            except redis.RedisError as exc:
+                log.warning("could not report the crash of vs-%s: %s", server_id, exc)
+        childutils.listener.ok(sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Hands a virtual server's changes to its host's node agent, once the change is committed."""
+
+from celery import current_app
+from django.db import transaction
+
+from sipnodes.models import VirtualServer
+
+
+def host_queue(host_name: str) -> str:
+    return f"host.{host_name}"
+
+
+def _send(task: str, server: VirtualServer) -> None:
+    queue = host_queue(server.host.name)
+    transaction.on_commit(
+        lambda: current_app.send_task(f"sipnodes.tasks.{task}", args=[server.pk], queue=queue)
+    )
+
+
+def apply_on_commit(server: VirtualServer) -> None:
+    """The worker's config or desired state changed: let the agent converge it."""
+    _send("apply_server", server)
+
+
+def restart_on_commit(server: VirtualServer) -> None:
+    _send("restart_server", server)

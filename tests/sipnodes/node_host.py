@@ -1,0 +1,114 @@
+"""A real SIP host for end-to-end tests: its own supervisord, node agent and workers.
+
+The agent is a real Celery worker on queue `host.<name>` that reads the test database,
+so tests using it need `transactional_db`. Everything lives in a temporary directory;
+every process started here is stopped here.
+"""
+
+import os
+import secrets
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from django.conf import settings
+
+from sipnodes.models import SipHost
+from sipnodes.node_agent import Node
+from sipnodes.supervisor import Supervisor
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS_REDIS_URL = "redis://127.0.0.1:6379/10"
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER'] or 'postgres'}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def platform_env(var_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_ALLOW_ASYNC")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings.test",
+        DATABASE_URL=database_url(),
+        REDIS_URL=EVENTS_REDIS_URL,
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        SIPCLOUD_VAR_DIR=str(var_dir),
+        **extra,
+    )
+    return env
+
+
+@dataclass
+class NodeHost:
+    host: SipHost
+    node: Node
+    env: dict[str, str]
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return self.node.supervisor
+
+    def start(self) -> "NodeHost":
+        run_script("start-node", self.env, self.host.name)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            info = self.supervisor.info("node-agent")
+            if info and info.state == "RUNNING" and self._agent_ready():
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"node agent did not start:\n{self.agent_log()}")
+
+    def _agent_ready(self) -> bool:
+        return "ready." in self.agent_log()
+
+    def agent_log(self) -> str:
+        path = self.node.directory / "log" / "node-agent.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        run_script("stop-node", self.env, self.host.name)
+
+    def worker_pid(self, server_id: int) -> int:
+        info = self.supervisor.info(f"vs-{server_id}")
+        return info.pid if info else 0
+
+
+def run_script(name: str, env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [str(ROOT / "platform" / "bin" / name), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} failed: {result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def make_node_host(tmp: Path, *, sip_ports: int = 20, base: int | None = None) -> NodeHost:
+    """A host with its own port ranges (below the ephemeral range) and a fresh queue name."""
+    base = base or 21000 + secrets.randbelow(8) * 1000
+    name = f"e2e-{secrets.token_hex(3)}"
+    host = SipHost.objects.create(
+        name=name,
+        public_address="127.0.0.1",
+        listen_address="127.0.0.1",
+        sip_port_min=base,
+        sip_port_max=base + sip_ports - 1,
+        callback_port_min=base + 40,
+        callback_port_max=base + 59,
+        media_port_min=base + 100,
+        media_port_max=base + 599,
+    )
+    directory = tmp / "hosts" / name
+    env = platform_env(tmp, SIPCLOUD_HOST_NAME=name, SIPCLOUD_NODE_DIR=str(directory))
+    return NodeHost(host=host, node=Node(host_name=name, directory=directory), env=env)
+
+
+def events_redis() -> redis.Redis:
+    return redis.Redis.from_url(EVENTS_REDIS_URL, socket_timeout=2)

@@ -1,0 +1,67 @@
+"""Changes reach the host's queue only once committed, and only that host's queue."""
+
+import json
+
+import pytest
+import redis
+from django.conf import settings
+
+from sipnodes import services
+from sipnodes.models import VirtualServer
+
+
+@pytest.fixture
+def broker():
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.delete("host.test-host")
+    yield client
+    client.delete("host.test-host")
+
+
+def queued(broker) -> list[tuple[str, list]]:
+    tasks = []
+    for raw in reversed(broker.lrange("host.test-host", 0, -1)):  # LPUSH; BRPOP takes the tail
+        message = json.loads(raw)
+        tasks.append((message["headers"]["task"], message["headers"]["argsrepr"]))
+    return tasks
+
+
+def test_changes_are_sent_to_the_host_queue_after_commit(
+    tenant_a, broker, django_capture_on_commit_callbacks
+):
+    server = tenant_a.server
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.server_update_settings(server=server, upnp=True)
+    assert queued(broker) == []
+    for callback in callbacks:
+        callback()
+    assert queued(broker) == [("sipnodes.tasks.apply_server", f"[{server.pk}]")]
+
+
+def test_restart_and_stop_are_sent_to_the_host_queue(
+    tenant_a, broker, django_capture_on_commit_callbacks
+):
+    server = tenant_a.server
+    with django_capture_on_commit_callbacks(execute=True):
+        services.server_restart(server=server)
+        services.server_set_desired_state(server=server, state=VirtualServer.State.STOPPED)
+    assert queued(broker) == [
+        ("sipnodes.tasks.restart_server", f"[{server.pk}]"),
+        ("sipnodes.tasks.apply_server", f"[{server.pk}]"),
+    ]
+
+
+def test_a_failed_change_sends_nothing(
+    tenant_a, tenant_b, broker, django_capture_on_commit_callbacks
+):
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(services.PortInUse),
+    ):
+        services.server_update_callback(
+            server=tenant_a.server,
+            app_server_address="",
+            port=tenant_b.server.callback_port,
+            default_caller="",
+        )
+    assert queued(broker) == []
