@@ -33,6 +33,8 @@ pidfile = {dir}/supervisord.pid
 childlogdir = {dir}
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl = unix://{dir}/supervisor.sock
 [include]
 files = {dir}/programs/*.conf
 """

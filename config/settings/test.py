@@ -2,7 +2,10 @@
 
 import os
 
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/sipcloud")
+# The role `platform/bin/ensure-services test` creates; a test-only password, no secret.
+os.environ.setdefault(
+    "DATABASE_URL", "postgres://sipcloud_test:sipcloud_test@127.0.0.1:5432/sipcloud"
+)
 
 from config.settings.base import *  # noqa: E402, F403
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sipnodes.engine.conftest import options_ping
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +48,8 @@ def platform_env(tmp_path):
         DJANGO_SETTINGS_MODULE="config.settings.local",
         SIPCLOUD_VAR_DIR=str(tmp_path / "var"),
         SIPCLOUD_BIND=f"127.0.0.1:{free_port()}",
-        REDIS_URL="redis://127.0.0.1:6379/13",
+        REDIS_URL="redis://127.0.0.1:6379/8",
+        SIPCLOUD_DEFAULT_HOST_NAME=f"run-{free_port()}",
     )
     yield env
     run("stop-platform", env)
@@ -100,8 +103,19 @@ def test_the_platform_starts_serves_runs_tasks_and_stops(platform_env):
     beat_log = Path(platform_env["SIPCLOUD_VAR_DIR"]) / "log" / "celery-beat.log"
     assert "beat: Starting" in beat_log.read_text()
 
+    # The local SIP host's node agent runs the new server's worker.
+    sip_port = int(
+        manage_shell(
+            platform_env,
+            "from sipnodes.models import VirtualServer; "
+            "print(VirtualServer.objects.get(name='paid').sip_port)",
+        )
+    )
+    assert wait_for(lambda: options_ping(sip_port), timeout=30)
+
     stopped = run("stop-platform", platform_env)
     assert stopped.returncode == 0
     assert not (Path(platform_env["SIPCLOUD_VAR_DIR"]) / "run" / "supervisord.pid").exists()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{bind}/signup/", timeout=3)
+    assert options_ping(sip_port) is None

@@ -25,7 +25,7 @@ EVENTS_REDIS_URL = "redis://127.0.0.1:6379/10"
 
 def database_url() -> str:
     db = settings.DATABASES["default"]
-    return f"postgres://{db['USER'] or 'postgres'}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
 def platform_env(var_dir: Path, **extra: str) -> dict[str, str]:
