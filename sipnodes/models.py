@@ -137,6 +137,9 @@ class VirtualServer(models.Model):
     restart_count = models.PositiveIntegerField(default=0)
     state_checked_at = models.DateTimeField(null=True, blank=True)
     registered_clients = models.PositiveIntegerField(default=0)
+    registered_clients_at = models.DateTimeField(
+        null=True, blank=True, help_text="Time of the event that set registered_clients"
+    )
     last_registration_at = models.DateTimeField(null=True, blank=True)
     last_call_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,6 +1,8 @@
 import pytest
+from django.test import Client
 
 from sipnodes.models import SipHost
+from tenants.models import User
 from tests.factories import make_member, make_tenant_with_server
 
 
@@ -30,4 +32,15 @@ def owner_client(client, tenant_a):
 @pytest.fixture
 def viewer_client(client, tenant_a):
     client.force_login(make_member(tenant_a.tenant, "viewer"))
+    return client
+
+
+@pytest.fixture
+def operator_client(db) -> Client:
+    """A platform operator (staff) logged in to the admin, beside any tenant's client."""
+    operator = User.objects.create_superuser(
+        username="op@example.com", email="op@example.com", password="x" * 12
+    )
+    client = Client()
+    client.force_login(operator)
     return client

@@ -110,5 +110,31 @@ def make_node_host(tmp: Path, *, sip_ports: int = 20, base: int | None = None) -
     return NodeHost(host=host, node=Node(host_name=name, directory=directory), env=env)
 
 
+class IngestProcess:
+    """`manage.py ingest_events` reading the test stream into the test database."""
+
+    def __init__(self, var_dir: Path) -> None:
+        self.log_path = var_dir / "ingest.log"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(ROOT / ".venv" / "bin" / "python"), "manage.py", "ingest_events"],
+                cwd=ROOT,
+                env=platform_env(var_dir),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
 def events_redis() -> redis.Redis:
     return redis.Redis.from_url(EVENTS_REDIS_URL, socket_timeout=2)

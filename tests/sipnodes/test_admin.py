@@ -2,20 +2,9 @@
 
 from datetime import timedelta
 
-import pytest
 from django.utils import timezone
 
 from sipnodes.models import SipHost, VirtualServer
-from tenants.models import User
-
-
-@pytest.fixture
-def operator_client(client, db):
-    operator = User.objects.create_superuser(
-        username="op@example.com", email="op@example.com", password="x" * 12
-    )
-    client.force_login(operator)
-    return client
 
 
 def test_an_unreachable_host_is_named_as_such(operator_client, host):

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from sipnodes.models import VirtualServer
 from tests.sipnodes.engine.conftest import Sipp, free_port, options_ping, wait_until
-from tests.sipnodes.node_host import make_node_host
+from tests.sipnodes.node_host import IngestProcess, make_node_host
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -108,7 +108,16 @@ def test_a_user_added_in_the_portal_registers_within_seconds_without_a_restart(
     assert rc == 0 and sipp.wait(uas) == 0, out
 
 
-def test_a_killed_worker_comes_back_and_its_clients_are_still_reachable(client, node_host, sipp):
+@pytest.fixture
+def ingest(tmp_path):
+    process = IngestProcess(tmp_path)
+    yield process
+    process.stop()
+
+
+def test_a_killed_worker_comes_back_and_its_clients_are_still_reachable(
+    client, operator_client, node_host, sipp, ingest
+):
     server, passwords = signup(client)
     assert wait_until(lambda: register(sipp, server, "100", passwords["100"]), 30, 0.1)
     uas_port = free_port()
@@ -125,6 +134,18 @@ def test_a_killed_worker_comes_back_and_its_clients_are_still_reachable(client, 
         "uac_call.xml", server.sip_port, [("100", passwords["100"])], extra=["-s", "101"]
     )
     assert rc == 0 and sipp.wait(uas) == 0, out
+
+    # The crash is counted, and shown to the tenant and to the operator.
+    def restarts() -> int:
+        server.refresh_from_db()
+        return server.restart_count
+
+    assert wait_until(lambda: restarts() == 1, 15), ingest.log()
+    page = client.get(server.get_absolute_url()).content.decode()
+    assert '<td id="restart-count">1</td>' in page
+    operator_page = operator_client.get("/admin/sipnodes/virtualserver/").content.decode()
+    assert '<td class="field-restart_count">1</td>' in operator_page
+    assert server.registered_clients == 2 and server.last_call_at is not None
 
 
 def test_start_stop_and_restart_buttons_drive_the_worker(client, node_host, sipp):
