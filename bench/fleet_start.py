@@ -177,10 +177,10 @@ def main() -> None:
             f"max {max(pss) / 1024:.1f} MiB; RSS per worker median "
             f"{statistics.median(rss) / 1024:.1f} MiB"
         )
-        print(
-            f"PSS total: {sum(pss) / 1024:.0f} MiB; supervisord RSS {rss_kib(sup_pid) / 1024:.1f} MiB"
-        )
+        print(f"PSS total: {sum(pss) / 1024:.0f} MiB")
+        print(f"supervisord RSS: {rss_kib(sup_pid) / 1024:.1f} MiB")
     finally:
+        supervisor.stop_workers(timeout=120)
         subprocess.run(
             [str(ROOT / ".venv/bin/supervisorctl"), "-c", str(conf), "shutdown"],
             capture_output=True,
