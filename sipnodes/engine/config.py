@@ -1,0 +1,312 @@
+"""One virtual server's runtime config: the JSON document the control plane renders.
+
+The file is read into frozen dataclasses and validated here, once; every error
+names the field (``config error: users[2].ha1_md5: expected 32 hex characters``)
+because the person who reads it is an operator looking at a rendered file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+ROUTE_TYPES = ("local_user", "external_line", "sip_trunk")
+_HEX = re.compile(r"^[0-9a-fA-F]*$")
+_DIGITS = re.compile(r"^[0-9*#+]*$")
+
+
+class ConfigError(ValueError):
+    """The config file is wrong (the control plane's fault, not the worker's)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Listen:
+    address: str
+    sip_port: int
+    callback_port: int = 0
+    media_ports: tuple[int, int] = (0, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+    out_group_prefix: str = "9"
+    prompt_language: str = "en"
+    media_relay: bool = False
+    upnp: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class CdrOptions:
+    failed_call_cdr: bool = True
+    realtime_display: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class CallLimits:
+    no_answer_timeout: int = 60
+    max_call_duration: int = 0  # 0 = unlimited
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistrarOptions:
+    """Optional (added by the engine): bounds on registration lifetimes, in seconds."""
+
+    min_expires: int = 60
+    max_expires: int = 7200
+    default_expires: int = 3600
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthOptions:
+    """Optional (added by the engine): digest challenges sent, in this order.
+
+    MD5 first by default: many phones (and SIPp) answer only the first challenge
+    and fail on SHA-256; SHA-256 capable clients still find theirs (RFC 8760).
+    """
+
+    algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+
+
+@dataclasses.dataclass(frozen=True)
+class User:
+    number: str
+    display_name: str
+    ha1_md5: str
+    ha1_sha256: str
+    call_level: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DialRule:
+    prefix: str
+    route: str = "local_user"
+    strip: int = 0
+    add: str = ""
+    call_level: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Callback:
+    app_server_address: str = ""
+    port: int = 0
+    default_caller: str = ""
+    secret: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    server_id: int
+    name: str
+    realm: str
+    max_clients: int
+    listen: Listen
+    public_address: str
+    redis_url: str
+    spool_dir: str
+    system: System
+    cdr: CdrOptions
+    call_limits: CallLimits
+    users: tuple[User, ...]
+    dial_plan: tuple[DialRule, ...]
+    callback: Callback
+    registrar: RegistrarOptions = RegistrarOptions()
+    auth: AuthOptions = AuthOptions()
+
+    @functools.cached_property
+    def users_by_number(self) -> dict[str, User]:
+        return {u.number: u for u in self.users}
+
+
+class _Reader:
+    """Typed access to one JSON object, naming the field in every error."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"config error: {path or 'top level'}: expected an object")
+        self.data = data
+        self.path = path
+
+    def _name(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"config error: {self._name(key)}: {message}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        if key not in self.data:
+            if default is ...:
+                raise self.fail(key, "missing")
+            return default
+        value = self.data[key]
+        # bool is a subclass of int: refuse it where a number is expected.
+        if isinstance(value, bool) and kind is int:
+            raise self.fail(key, "expected an integer")
+        if not isinstance(value, kind):
+            names = {int: "an integer", str: "a string", bool: "true or false", list: "a list"}
+            label = names.get(kind, "another type") if isinstance(kind, type) else "a value"
+            raise self.fail(key, f"expected {label}")
+        return value
+
+    def port(self, key: str, default: Any = ..., allow_zero: bool = False) -> int:
+        value = self.get(key, int, default)
+        low = 0 if allow_zero else 1
+        if not low <= value <= 65535:
+            raise self.fail(key, f"expected a port number ({low}-65535)")
+        return int(value)
+
+    def nonneg(self, key: str, default: Any = ...) -> int:
+        value = self.get(key, int, default)
+        if value < 0:
+            raise self.fail(key, "expected a number >= 0")
+        return int(value)
+
+    def sub(self, key: str, optional: bool = False) -> _Reader:
+        if optional and key not in self.data:
+            return _Reader({}, self._name(key))
+        return _Reader(self.get(key, dict), self._name(key))
+
+
+def _hex(r: _Reader, key: str, length: int) -> str:
+    value = r.get(key, str)
+    if len(value) != length or not _HEX.match(value):
+        raise r.fail(key, f"expected {length} hex characters")
+    return str(value).lower()
+
+
+def _user(r: _Reader) -> User:
+    number = r.get("number", str)
+    if not number or not _DIGITS.match(number):
+        raise r.fail("number", "expected digits")
+    return User(
+        number=number,
+        display_name=r.get("display_name", str, ""),
+        ha1_md5=_hex(r, "ha1_md5", 32),
+        ha1_sha256=_hex(r, "ha1_sha256", 64),
+        call_level=r.nonneg("call_level", 0),
+    )
+
+
+def _rule(r: _Reader) -> DialRule:
+    prefix = r.get("prefix", str)
+    if not _DIGITS.match(prefix):
+        raise r.fail("prefix", "expected digits")
+    route = r.get("route", str, "local_user")
+    if route not in ROUTE_TYPES:
+        raise r.fail("route", f"expected one of {', '.join(ROUTE_TYPES)}")
+    add = r.get("add", str, "")
+    if not _DIGITS.match(add):
+        raise r.fail("add", "expected digits")
+    return DialRule(
+        prefix=prefix,
+        route=route,
+        strip=r.nonneg("strip", 0),
+        add=add,
+        call_level=r.nonneg("call_level", 0),
+    )
+
+
+def parse_config(data: Any) -> Config:
+    """Validate a decoded JSON document; raise ConfigError naming the bad field."""
+    top = _Reader(data, "")
+    listen = top.sub("listen")
+    media = listen.get("media_ports", list, [0, 0])
+    if len(media) != 2 or not all(isinstance(p, int) and 0 <= p <= 65535 for p in media):
+        raise listen.fail("media_ports", "expected [first, last] port numbers")
+    if media[0] > media[1]:
+        raise listen.fail("media_ports", "first port is after last port")
+    system = top.sub("system", optional=True)
+    cdr = top.sub("cdr", optional=True)
+    limits = top.sub("call_limits", optional=True)
+    callback = top.sub("callback", optional=True)
+    registrar = top.sub("registrar", optional=True)
+    auth = top.sub("auth", optional=True)
+    algorithms = auth.get("algorithms", list, ["MD5", "SHA-256"])
+    if not algorithms or any(a not in ("MD5", "SHA-256") for a in algorithms):
+        raise auth.fail("algorithms", "expected a non-empty list of MD5, SHA-256")
+
+    users = []
+    seen: set[str] = set()
+    for i, item in enumerate(top.get("users", list, [])):
+        user = _user(_Reader(item, f"users[{i}]"))
+        if user.number in seen:
+            raise ConfigError(f"config error: users[{i}].number: duplicate {user.number}")
+        seen.add(user.number)
+        users.append(user)
+    rules = [
+        _rule(_Reader(item, f"dial_plan[{i}]"))
+        for i, item in enumerate(top.get("dial_plan", list, []))
+    ]
+    max_clients = top.get("max_clients", int)
+    if max_clients < 1:
+        raise top.fail("max_clients", "expected a number >= 1")
+    server_id = top.get("server_id", int)
+    if server_id < 0:
+        raise top.fail("server_id", "expected a number >= 0")
+    realm = top.get("realm", str)
+    if not realm or '"' in realm:
+        raise top.fail("realm", "expected a non-empty string without quotes")
+    reg = RegistrarOptions(
+        min_expires=registrar.nonneg("min_expires", 60),
+        max_expires=registrar.nonneg("max_expires", 7200),
+        default_expires=registrar.nonneg("default_expires", 3600),
+    )
+    if reg.max_expires < reg.min_expires:
+        raise registrar.fail("max_expires", "must be >= min_expires")
+    return Config(
+        server_id=server_id,
+        name=top.get("name", str, ""),
+        realm=realm,
+        max_clients=max_clients,
+        listen=Listen(
+            address=listen.get("address", str),
+            sip_port=listen.port("sip_port", allow_zero=True),
+            callback_port=listen.port("callback_port", 0, allow_zero=True),
+            media_ports=(media[0], media[1]),
+        ),
+        public_address=top.get("public_address", str, "") or listen.get("address", str),
+        redis_url=top.get("redis_url", str, "redis://127.0.0.1:6379/0"),
+        spool_dir=top.get("spool_dir", str, f"var/spool/vs{server_id}"),
+        system=System(
+            out_group_prefix=system.get("out_group_prefix", str, "9"),
+            prompt_language=system.get("prompt_language", str, "en"),
+            media_relay=system.get("media_relay", bool, False),
+            upnp=system.get("upnp", bool, False),
+        ),
+        cdr=CdrOptions(
+            failed_call_cdr=cdr.get("failed_call_cdr", bool, True),
+            realtime_display=cdr.get("realtime_display", bool, True),
+        ),
+        call_limits=CallLimits(
+            no_answer_timeout=limits.nonneg("no_answer_timeout", 60),
+            max_call_duration=limits.nonneg("max_call_duration", 0),
+        ),
+        users=tuple(users),
+        dial_plan=tuple(rules),
+        callback=Callback(
+            app_server_address=callback.get("app_server_address", str, ""),
+            port=callback.port("port", 0, allow_zero=True),
+            default_caller=callback.get("default_caller", str, ""),
+            secret=callback.get("secret", str, ""),
+        ),
+        registrar=reg,
+        auth=AuthOptions(algorithms=tuple(dict.fromkeys(algorithms))),
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the config file; ConfigError says what is wrong and where."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config error: cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"config error: {path}: not JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
+        ) from exc
+    return parse_config(data)

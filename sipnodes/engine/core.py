@@ -1,0 +1,232 @@
+"""The whole virtual server without IO: bytes and time in, datagrams and events out.
+
+`Engine.receive(data, peer, now)` and `Engine.handle_timer(now)` are the only
+inputs besides `reload`/`stop`; after each, the shell drains `outbox` (messages
+to send), `events` (for the stream) and `location.ops` (Redis write-through),
+then re-arms its one timer on `get_timer()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from sipmessage import Request, Response
+
+from .calls import B2BUA
+from .config import Config
+from .dialplan import DialPlan
+from .digest import Authenticator
+from .events import Event, make_event
+from .location import LocationTable
+from .media import Media, PassThrough
+from .registrar import Registrar, RegistrationChange
+from .sipmsg import (
+    Peer,
+    RemoteProtocolError,
+    Send,
+    make_response,
+    parse,
+    random_token,
+    shed_response,
+    stamp_via,
+    to_tag,
+)
+from .timers import Scheduler
+from .transaction import ClientTransaction, ServerTransaction, TransactionLayer
+
+log = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE"
+SWEEP_INTERVAL = 1.0
+SUPPORTED: frozenset[str] = frozenset()  # no extensions yet (100rel is a later issue)
+RETRY_AFTER = 5
+# Methods we know but only relay inside a call's dialog.
+_IN_DIALOG_ONLY = {"BYE", "INFO", "UPDATE", "NOTIFY", "MESSAGE", "REFER", "PRACK", "SUBSCRIBE"}
+
+
+class Engine:
+    def __init__(
+        self, config: Config, now: float, secret: bytes | None = None, media: Media | None = None
+    ) -> None:
+        self.secret = secret or os.urandom(16)
+        self.outbox: list[Send] = []
+        self.events: list[Event] = []
+        self.scheduler = Scheduler()
+        self.location = LocationTable()
+        self.layer = TransactionLayer(self.scheduler, self.outbox, self)
+        self.media: Media = media or PassThrough()
+        self.b2bua = B2BUA(self)
+        self.stopping = False
+        self.overloaded = False  # set by the shell from its socket backlog
+        self.shed = 0
+        self._apply(config)
+        self.scheduler.call_at(now + SWEEP_INTERVAL, self._sweep)
+
+    def _apply(self, config: Config) -> None:
+        self.config = config
+        self.auth = Authenticator(
+            config.realm, config.users_by_number, self.secret, config.auth.algorithms
+        )
+        self.registrar = Registrar(config, self.auth, self.location)
+        self.dialplan = DialPlan(
+            config.dial_plan, config.users_by_number, config.system.out_group_prefix
+        )
+
+    # ---- inputs --------------------------------------------------------------
+
+    def receive(self, data: bytes, peer: Peer, now: float) -> None:
+        """One message from the network. Bad input is dropped, never raised."""
+        if not data.strip(b"\r\n"):
+            return  # keepalive (RFC 5626 CRLF ping over UDP)
+        if self.overloaded:
+            refusal = shed_response(data, b"Service Unavailable - overloaded", RETRY_AFTER)
+            if refusal is not None:
+                self.outbox.append(Send(refusal, peer))
+                self.shed += 1
+                return
+        try:
+            message = parse(data)
+        except RemoteProtocolError as exc:
+            log.debug("dropped message from %s:%s: %s", peer.host, peer.port, exc)
+            return
+        try:
+            if isinstance(message, Response):
+                if not self.layer.receive_response(message, now):
+                    log.debug("stray response %s from %s", message.code, peer.host)
+            else:
+                self._request(message, peer, now)
+        except (ValueError, KeyError, IndexError) as exc:
+            log.debug("unusable message from %s:%s: %s", peer.host, peer.port, exc)
+
+    def _request(self, req: Request, peer: Peer, now: float) -> None:
+        stamp_via(req, peer)
+        tx, new = self.layer.receive_request(req, peer, now)
+        if req.method == "ACK":
+            if new:
+                self.b2bua.on_ack(req, now)
+            return
+        if tx is None:
+            return
+        try:
+            self._dispatch(req, tx, peer, now)
+        except (RemoteProtocolError, ValueError, KeyError, IndexError) as exc:
+            status = exc.status if isinstance(exc, RemoteProtocolError) else 400
+            log.debug("refused %s from %s: %s", req.method, peer.host, exc)
+            if not tx.final_sent:
+                tx.respond(make_response(req, status, f"Bad Request - {exc}"[:60]), now)
+
+    def _dispatch(self, req: Request, tx: ServerTransaction, peer: Peer, now: float) -> None:
+        method = req.method
+        unsupported = [opt for opt in req.require if opt.lower() not in SUPPORTED]
+        if unsupported and method not in ("CANCEL", "BYE"):  # RFC 3261 §8.2.2.3
+            response = make_response(req, 420, to_tag=None if to_tag(req) else random_token(4))
+            response.headers.set("Unsupported", ", ".join(unsupported))
+            tx.respond(response, now)
+        elif self.stopping and method in ("INVITE", "REGISTER") and not to_tag(req):
+            tx.respond(make_response(req, 503, "Service Unavailable - stopping"), now)
+        elif method == "OPTIONS":
+            response = make_response(req, 200, to_tag=None if to_tag(req) else random_token(4))
+            response.headers.set("Allow", ALLOW)
+            response.headers.set("Accept", "application/sdp")
+            tx.respond(response, now)
+        elif method == "REGISTER":
+            response, changes = self.registrar.handle(req, peer, now)
+            tx.respond(response, now)
+            self._emit_registrations(changes, now)
+        elif method == "INVITE":
+            if to_tag(req):
+                self.b2bua.on_in_dialog(req, tx, now)
+            else:
+                self.b2bua.on_invite(req, tx, peer, now)
+        elif method == "CANCEL":
+            self.b2bua.on_cancel(req, tx, now)
+        elif method in _IN_DIALOG_ONLY:
+            if to_tag(req):
+                self.b2bua.on_in_dialog(req, tx, now)
+            else:
+                status = 481 if method == "BYE" else 405
+                response = make_response(req, status)
+                response.headers.set("Allow", ALLOW)
+                tx.respond(response, now)
+        else:
+            response = make_response(req, 501)
+            response.headers.set("Allow", ALLOW)
+            tx.respond(response, now)
+
+    def handle_timer(self, now: float) -> None:
+        self.scheduler.run_due(now)
+
+    def get_timer(self) -> float | None:
+        return self.scheduler.next_deadline()
+
+    # ---- transaction user ----------------------------------------------------
+
+    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
+        if tx.owner is not None:
+            self.b2bua.on_response(tx, response, now)
+
+    def on_timeout(self, tx: ClientTransaction | ServerTransaction, now: float) -> None:
+        if tx.owner is not None:
+            self.b2bua.on_timeout(tx, now)
+
+    # ---- life cycle ----------------------------------------------------------
+
+    def _sweep(self, now: float) -> None:
+        self._emit_registrations(self.registrar.expire(now), now)
+        self.scheduler.call_at(now + SWEEP_INTERVAL, self._sweep)
+
+    def restore(self, records: dict[Any, Any], now: float) -> int:
+        """Bindings read back from Redis at start; users no longer configured are dropped."""
+        restored = self.location.restore(records, now)
+        for b in restored:
+            if b.user not in self.config.users_by_number:
+                self.location.remove(b.user, b.contact)
+        return self.location.registered_clients()
+
+    def reload(self, config: Config, now: float) -> None:
+        """New config (SIGHUP): keep calls and registrations, drop removed users."""
+        self._apply(config)
+        for b in self.location.all():
+            if b.user not in config.users_by_number:
+                self.location.remove(b.user, b.contact)
+                self.b2bua.drop_user(b.user, now)
+                count = self.location.registered_clients()
+                self._emit_registrations(
+                    [RegistrationChange("unregister", b.user, b.contact, 0, count)], now
+                )
+        self.status("reloaded", now)
+
+    def stop(self, now: float) -> None:
+        """SIGTERM: end every call (BYE), refuse new ones; the shell then drains."""
+        self.stopping = True
+        self.b2bua.stop_all(now)
+
+    @property
+    def busy(self) -> bool:
+        """Client transactions still waiting (e.g. the BYEs sent by `stop`)."""
+        return bool(self.layer.client) or bool(self.b2bua.calls)
+
+    # ---- events --------------------------------------------------------------
+
+    def emit(
+        self, type_: str, now: float, data: dict[str, Any], event_id: str | None = None
+    ) -> None:
+        self.events.append(make_event(type_, self.config.server_id, now, data, event_id))
+
+    def _emit_registrations(self, changes: list[RegistrationChange], now: float) -> None:
+        for change in changes:
+            self.emit("registration", now, change.data())
+
+    def status(self, state: str, now: float) -> None:
+        self.emit(
+            "status",
+            now,
+            {
+                "state": state,
+                "name": self.config.name,
+                "registered_clients": self.location.registered_clients(),
+                "active_calls": len(self.b2bua.calls),
+            },
+        )

@@ -1,0 +1,69 @@
+"""Dial plan ("analyze called number"): which route a dialed number takes.
+
+Longest matching prefix wins; a rule may strip leading digits, add a prefix,
+and require a call level of the caller. With no rule matching (or an empty
+plan), a number equal to a local user's number goes to that user; the
+out-group prefix (`system.out_group_prefix`, default 9) followed by a number
+goes to the external line with the prefix stripped; anything else is
+unallocated (404, Q.850 cause 1).
+
+Only the `local_user` route is served now. `external_line` and `sip_trunk`
+are later issues: they answer 503 (cause 34, no circuit available).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from .config import DialRule, User
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RouteDecision:
+    route: str  # "local_user" | "external_line" | "sip_trunk" | "none"
+    number: str  # the number after strip/add
+    status: int = 0  # non-zero: refuse the call with this SIP status
+    cause: int = 0  # Q.850 cause when refused
+    reason: str = ""
+
+    @property
+    def refused(self) -> bool:
+        return self.status != 0
+
+
+class DialPlan:
+    def __init__(
+        self, rules: tuple[DialRule, ...], users: Mapping[str, User], out_group_prefix: str = ""
+    ) -> None:
+        # Longest prefix first; ties keep the configured order.
+        self.rules = sorted(rules, key=lambda r: -len(r.prefix))
+        self.users = users
+        self.out_group_prefix = out_group_prefix
+
+    def match(self, dialed: str) -> DialRule | None:
+        for rule in self.rules:
+            if dialed.startswith(rule.prefix):
+                return rule
+        return None
+
+    def route(self, dialed: str, caller_level: int) -> RouteDecision:
+        rule = self.match(dialed)
+        if rule is None:
+            if dialed in self.users:
+                return RouteDecision("local_user", dialed)
+            prefix = self.out_group_prefix
+            if prefix and dialed.startswith(prefix) and len(dialed) > len(prefix):
+                rule = DialRule(prefix=prefix, route="external_line", strip=len(prefix))
+            else:
+                return RouteDecision("none", dialed, 404, 1, "Not Found")
+        number = rule.add + dialed[rule.strip :]
+        if caller_level < rule.call_level:
+            return RouteDecision(rule.route, number, 403, 21, "Forbidden - call level")
+        if rule.route == "local_user":
+            if number not in self.users:
+                return RouteDecision(rule.route, number, 404, 1, "Not Found")
+            return RouteDecision(rule.route, number)
+        return RouteDecision(
+            rule.route, number, 503, 34, f"Service Unavailable - {rule.route} not available"
+        )

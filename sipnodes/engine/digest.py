@@ -1,0 +1,140 @@
+"""HTTP digest authentication for SIP (RFC 3261 §22, RFC 8760 SHA-256), from HA1 only.
+
+The server never holds passwords: the config carries HA1 = H(user:realm:password)
+per algorithm. Nonces are stateless (timestamp + HMAC), so a reload or a burst of
+REGISTERs costs no memory; they expire after `NONCE_LIFETIME` (answered with
+`stale=true`). Unknown users and wrong passwords take the same path and give
+the same outcome, so the answer reveals nothing about which users exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import hmac
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sipmessage import AuthCredentials
+
+from .config import User
+
+NONCE_LIFETIME = 300.0
+ALGORITHMS: dict[str, Callable[..., Any]] = {
+    "SHA-256": hashlib.sha256,
+    "MD5": hashlib.md5,
+}
+# Order of the challenges we send; see config.AuthOptions for why MD5 comes first.
+DEFAULT_ORDER = ("MD5", "SHA-256")
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    CHALLENGE = "challenge"  # no (usable) credentials: send a fresh challenge
+    STALE = "stale"  # right password, expired nonce: challenge with stale=true
+    FORBIDDEN = "forbidden"  # unknown user or wrong password (deliberately one outcome)
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthResult:
+    outcome: Outcome
+    user: User | None = None
+
+
+def _h(algorithm: str, text: str) -> str:
+    return str(ALGORITHMS[algorithm](text.encode("utf-8")).hexdigest())
+
+
+def ha1(algorithm: str, user: str, realm: str, password: str) -> str:
+    """HA1 as the control plane computes it (used by tests and tools)."""
+    return _h(algorithm, f"{user}:{realm}:{password}")
+
+
+def response_digest(
+    algorithm: str, ha1_hex: str, nonce: str, method: str, uri: str, params: Mapping[str, str]
+) -> str:
+    """The `response` value (RFC 2617 §3.2.2.1), with or without qop=auth."""
+    ha2 = _h(algorithm, f"{method}:{uri}")
+    qop = params.get("qop")
+    if qop:
+        nc = params.get("nc", "")
+        cnonce = params.get("cnonce", "")
+        return _h(algorithm, f"{ha1_hex}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+    return _h(algorithm, f"{ha1_hex}:{nonce}:{ha2}")
+
+
+class Authenticator:
+    """Challenges and checks credentials against one realm's users."""
+
+    def __init__(
+        self,
+        realm: str,
+        users: Mapping[str, User],
+        secret: bytes | None = None,
+        order: tuple[str, ...] = DEFAULT_ORDER,
+    ) -> None:
+        self.realm = realm
+        self.users = users
+        self.secret = secret or os.urandom(16)
+        self.order = order
+
+    def nonce(self, now: float) -> str:
+        stamp = f"{int(now * 1000):x}"
+        mac = hmac.new(self.secret, stamp.encode(), hashlib.sha256).hexdigest()[:24]
+        return f"{stamp}.{mac}"
+
+    def _nonce_age(self, nonce: str, now: float) -> float | None:
+        stamp, _, mac = nonce.partition(".")
+        good = hmac.new(self.secret, stamp.encode(), hashlib.sha256).hexdigest()[:24]
+        if not hmac.compare_digest(mac, good):
+            return None
+        try:
+            return now - int(stamp, 16) / 1000
+        except ValueError:
+            return None
+
+    def challenges(self, now: float, stale: bool = False) -> list[str]:
+        """Header values for WWW-/Proxy-Authenticate, one per algorithm."""
+        nonce = self.nonce(now)
+        extra = ", stale=true" if stale else ""
+        return [
+            f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={alg}, qop="auth"{extra}'
+            for alg in self.order
+        ]
+
+    def check(self, header: str | None, method: str, now: float) -> AuthResult:
+        """Check an Authorization/Proxy-Authorization value for `method`."""
+        if not header:
+            return AuthResult(Outcome.CHALLENGE)
+        try:
+            creds = AuthCredentials.parse(header)
+        except ValueError:
+            return AuthResult(Outcome.CHALLENGE)
+        params = creds.parameters
+        if creds.scheme.lower() != "digest" or params is None:
+            return AuthResult(Outcome.CHALLENGE)
+        algorithm = params.get("algorithm", "MD5").upper()
+        if algorithm not in ALGORITHMS or params.get("realm") != self.realm:
+            return AuthResult(Outcome.CHALLENGE)
+        nonce = params.get("nonce", "")
+        age = self._nonce_age(nonce, now)
+        if age is None or age < -5:
+            return AuthResult(Outcome.CHALLENGE)  # not our nonce (or from before a restart)
+        username = params.get("username", "")
+        user = self.users.get(username)
+        # Unknown users are checked against a dummy HA1 so both paths cost the same.
+        secret_ha1 = (
+            (user.ha1_sha256 if algorithm == "SHA-256" else user.ha1_md5)
+            if user
+            else _h(algorithm, f"{username}:{self.realm}:")
+        )
+        expected = response_digest(
+            algorithm, secret_ha1, nonce, method, params.get("uri", ""), params
+        )
+        if user is None or not hmac.compare_digest(expected, params.get("response", "").lower()):
+            return AuthResult(Outcome.FORBIDDEN)
+        if age > NONCE_LIFETIME:
+            return AuthResult(Outcome.STALE, user)
+        return AuthResult(Outcome.OK, user)

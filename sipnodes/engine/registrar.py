@@ -1,0 +1,147 @@
+"""Registrar (RFC 3261 §10.3): authenticated REGISTER, bindings, the edition limit.
+
+NAT: a binding remembers the address the REGISTER came from (after `rport`),
+and requests to that device are sent there rather than to the Contact's host,
+which behind NAT is a private address (the "contact fix-up").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sipmessage import Request, Response
+
+from .config import Config
+from .digest import Authenticator, Outcome
+from .location import Binding, LocationTable
+from .sipmsg import Peer, make_response, to_addr
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RegistrationChange:
+    action: str  # "register" | "unregister" | "expire"
+    user: str
+    contact: str
+    expires: int
+    registered_clients: int
+
+    def data(self) -> dict[str, object]:
+        return {
+            "action": self.action,
+            "user": self.user,
+            "contact": self.contact,
+            "expires": self.expires,
+            "registered_clients": self.registered_clients,
+        }
+
+
+def limit_phrase(max_clients: int) -> str:
+    return f"Forbidden - client limit of {max_clients} reached"
+
+
+class Registrar:
+    def __init__(self, config: Config, auth: Authenticator, location: LocationTable) -> None:
+        self.config = config
+        self.auth = auth
+        self.location = location
+
+    def handle(
+        self, request: Request, peer: Peer, now: float
+    ) -> tuple[Response, list[RegistrationChange]]:
+        """Answer one REGISTER; the changes are for the event stream."""
+        result = self.auth.check(request.headers.get("Authorization"), "REGISTER", now)
+        if result.outcome in (Outcome.CHALLENGE, Outcome.STALE):
+            response = make_response(request, 401)
+            for value in self.auth.challenges(now, stale=result.outcome is Outcome.STALE):
+                response.headers.add("WWW-Authenticate", value)
+            return response, []
+        user = result.user
+        if result.outcome is not Outcome.OK or user is None:
+            return make_response(request, 403), []
+        aor_user = to_addr(request).uri.user or ""
+        if aor_user != user.number:
+            return make_response(request, 403), []  # may only register oneself
+
+        opts = self.config.registrar
+        raw_contacts = request.headers.getlist("Contact")
+        header_expires = request.headers.get("Expires")
+        try:
+            default = int(header_expires) if header_expires is not None else None
+        except ValueError:
+            return make_response(request, 400, "Bad Request - Expires"), []
+        if default is None:
+            default = opts.default_expires
+
+        changes: list[RegistrationChange] = []
+        if [c.strip() for c in raw_contacts] == ["*"]:
+            if default != 0:
+                return make_response(request, 400, "Bad Request - wildcard needs Expires: 0"), []
+            for b in self.location.remove_user(user.number):
+                changes.append(self._change("unregister", b.contact, 0))
+            return self._ok(request, user.number, now), self._finish(user.number, changes)
+        try:
+            contacts = request.contact
+        except ValueError:
+            return make_response(request, 400, "Bad Request - Contact"), []
+
+        wanted: list[tuple[str, int]] = []
+        for address in contacts:
+            param = address.parameters.get("expires")
+            try:
+                expires = int(param) if param is not None else default
+            except ValueError:
+                return make_response(request, 400, "Bad Request - expires"), []
+            if 0 < expires < opts.min_expires:
+                response = make_response(request, 423)
+                response.headers.set("Min-Expires", str(opts.min_expires))
+                return response, []
+            wanted.append((str(address.uri), min(max(expires, 0), opts.max_expires)))
+
+        adds = any(expires > 0 for _, expires in wanted)
+        if (
+            adds
+            and not self.location.has_user(user.number)
+            and self.location.registered_clients() >= self.config.max_clients
+        ):
+            return make_response(request, 403, limit_phrase(self.config.max_clients)), []
+
+        cseq = request.cseq.sequence
+        for contact, expires in wanted:
+            if expires == 0:
+                if self.location.remove(user.number, contact):
+                    changes.append(self._change("unregister", contact, 0))
+                continue
+            old = self.location.get(user.number, contact)
+            self.location.put(
+                Binding(
+                    user=user.number,
+                    contact=contact,
+                    peer=peer,
+                    expires_at=now + expires,
+                    call_id=request.call_id,
+                    cseq=cseq,
+                    registered_at=old.registered_at if old and old.peer == peer else now,
+                )
+            )
+            changes.append(self._change("register", contact, expires))
+        return self._ok(request, user.number, now), self._finish(user.number, changes)
+
+    def _change(self, action: str, contact: str, expires: int) -> RegistrationChange:
+        return RegistrationChange(action, "", contact, expires, 0)
+
+    def _ok(self, request: Request, user: str, now: float) -> Response:
+        response = make_response(request, 200)
+        for b in self.location.bindings(user):
+            expires = max(int(b.expires_at - now + 0.5), 0)
+            response.headers.add("Contact", f"<{b.contact}>;expires={expires}")
+        return response
+
+    def _finish(self, user: str, changes: list[RegistrationChange]) -> list[RegistrationChange]:
+        """Fill in the user and the client count once all changes are applied."""
+        count = self.location.registered_clients()
+        return [RegistrationChange(c.action, user, c.contact, c.expires, count) for c in changes]
+
+    def expire(self, now: float) -> list[RegistrationChange]:
+        gone = self.location.expire(now)
+        count = self.location.registered_clients()
+        return [RegistrationChange("expire", b.user, b.contact, 0, count) for b in gone]

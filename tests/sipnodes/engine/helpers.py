@@ -1,0 +1,253 @@
+"""Test helpers: configs, and phones that talk to an Engine in memory (no sockets)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+from sipmessage import URI, AuthChallenge, Request, Response
+
+from sipnodes.engine.config import Config, parse_config
+from sipnodes.engine.core import Engine
+from sipnodes.engine.digest import response_digest
+from sipnodes.engine.sipmsg import Peer, new_branch, parse, random_token, serialize
+
+REALM = "vs12.sipcloud"
+SERVER = ("127.0.0.1", 5060)
+
+
+def ha1(number: str, password: str, algorithm: str = "MD5", realm: str = REALM) -> str:
+    h = hashlib.md5 if algorithm == "MD5" else hashlib.sha256
+    return h(f"{number}:{realm}:{password}".encode()).hexdigest()
+
+
+def user_entry(number: str, password: str | None = None, level: int = 1, realm: str = REALM):
+    password = password or f"pw{number}"
+    return {
+        "number": number,
+        "display_name": f"User {number}",
+        "ha1_md5": ha1(number, password, "MD5", realm),
+        "ha1_sha256": ha1(number, password, "SHA-256", realm),
+        "call_level": level,
+    }
+
+
+BASE: dict[str, Any] = {
+    "server_id": 12,
+    "name": "acme-main",
+    "realm": REALM,
+    "max_clients": 5,
+    "listen": {
+        "address": "127.0.0.1",
+        "sip_port": 5060,
+        "callback_port": 0,
+        "media_ports": [40000, 40019],
+    },
+    "public_address": "127.0.0.1",
+    "redis_url": "redis://127.0.0.1:6379/15",
+    "spool_dir": "var/spool/vs12",
+    "system": {
+        "out_group_prefix": "9",
+        "prompt_language": "en",
+        "media_relay": False,
+        "upnp": False,
+    },
+    "cdr": {"failed_call_cdr": True, "realtime_display": True},
+    "call_limits": {"no_answer_timeout": 60, "max_call_duration": 0},
+    "users": [],
+    "dial_plan": [],
+    "callback": {"app_server_address": "127.0.0.1", "port": 0, "default_caller": "", "secret": ""},
+}
+
+
+def config_dict(users: list[str] | None = None, **overrides: Any) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    numbers = users if users is not None else ["100", "101", "102", "103", "104", "105", "106"]
+    data["users"] = [user_entry(n) for n in numbers]
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    return data
+
+
+def make_config(**overrides: Any) -> Config:
+    return parse_config(config_dict(**overrides))
+
+
+class Net:
+    """Delivers the engine's outbox to in-memory phones by address."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.phones: dict[tuple[str, int], Phone] = {}
+        self.unrouted: list[bytes] = []
+
+    def pump(self) -> None:
+        outbox = self.engine.outbox
+        while outbox:
+            item = outbox.pop(0)
+            phone = self.phones.get((item.peer.host, item.peer.port))
+            if phone is None:
+                self.unrouted.append(item.data)
+            else:
+                phone.inbox.append(parse(item.data))
+
+    def timer(self, now: float) -> None:
+        self.engine.handle_timer(now)
+        self.pump()
+
+
+class Phone:
+    """A minimal UA: builds requests, answers digest challenges, keeps an inbox."""
+
+    def __init__(
+        self,
+        net: Net,
+        number: str,
+        port: int,
+        password: str | None = None,
+        transport: str = "UDP",
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.net = net
+        self.number = number
+        self.password = password or f"pw{number}"
+        self.peer = Peer(transport, host, port)
+        self.inbox: list[Request | Response] = []
+        self.cseq = 0
+        net.phones[(host, port)] = self
+
+    # ---- building ------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        ruri: str,
+        *,
+        call_id: str | None = None,
+        from_tag: str | None = None,
+        to: str | None = None,
+        cseq: int | None = None,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        branch: str | None = None,
+    ) -> Request:
+        if cseq is None:
+            self.cseq += 1
+            cseq = self.cseq
+        req = Request(method, URI.parse(ruri))
+        h = req.headers
+        h.set(
+            "Via",
+            f"SIP/2.0/{self.peer.transport} {self.peer.host}:{self.peer.port}"
+            f";branch={branch or new_branch()};rport",
+        )
+        h.set("Max-Forwards", "70")
+        h.set("From", f"<sip:{self.number}@{REALM}>;tag={from_tag or random_token(4)}")
+        h.set("To", to or f"<sip:{self.number}@{REALM}>")
+        h.set("Call-ID", call_id or random_token(8))
+        h.set("CSeq", f"{cseq} {method}")
+        h.set("Contact", f"<sip:{self.number}@{self.peer.host}:{self.peer.port}>")
+        for k, v in (headers or {}).items():
+            h.set(k, v)
+        if body:
+            h.set("Content-Type", "application/sdp")
+            req.body = body
+        return req
+
+    def authorize(
+        self,
+        req: Request,
+        challenge: str,
+        header: str,
+        password: str | None = None,
+        username: str | None = None,
+    ) -> Request:
+        ch = AuthChallenge.parse(challenge)
+        p = ch.parameters
+        alg = p.get("algorithm", "MD5")
+        user = username or self.number
+        pw = password or self.password
+        h1 = ha1(user, pw, alg, p["realm"])
+        params = {"qop": "auth", "nc": "00000001", "cnonce": "abc123"}
+        resp = response_digest(alg, h1, p["nonce"], req.method, str(req.uri), params)
+        req.headers.set(
+            header,
+            f'Digest username="{user}", realm="{p["realm"]}", nonce="{p["nonce"]}", '
+            f'uri="{req.uri}", response="{resp}", algorithm={alg}, qop=auth, '
+            f'nc=00000001, cnonce="abc123"',
+        )
+        return req
+
+    # ---- talking -------------------------------------------------------------
+
+    def send(self, msg: Request | Response, now: float) -> None:
+        self.net.engine.receive(serialize(msg), self.peer, now)
+        self.net.pump()
+
+    def take(self) -> list[Request | Response]:
+        out, self.inbox = self.inbox, []
+        return out
+
+    def last(self) -> Request | Response:
+        assert self.inbox, "nothing received"
+        return self.inbox[-1]
+
+    def register(
+        self,
+        now: float,
+        expires: int = 3600,
+        password: str | None = None,
+        algorithm: str = "MD5",
+        contact: str | None = None,
+        call_id: str | None = None,
+    ) -> Response:
+        call_id = call_id or f"reg-{self.number}-{self.peer.port}"
+        headers = {"Expires": str(expires)}
+        if contact:
+            headers["Contact"] = contact
+        req = self.request("REGISTER", f"sip:{REALM}", call_id=call_id, headers=headers)
+        self.send(req, now)
+        first = self.take()[-1]
+        assert isinstance(first, Response)
+        if first.code != 401:
+            return first
+        challenge = [
+            c for c in first.headers.getlist("WWW-Authenticate") if f"algorithm={algorithm}" in c
+        ][0]
+        req2 = self.request("REGISTER", f"sip:{REALM}", call_id=call_id, headers=headers)
+        self.authorize(req2, challenge, "Authorization", password=password)
+        self.send(req2, now)
+        final = self.take()[-1]
+        assert isinstance(final, Response)
+        return final
+
+    def respond(
+        self,
+        req: Request,
+        code: int,
+        to_tag: str | None = None,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        resp = Response(code, "Whatever")
+        h = resp.headers
+        h.setlist("Via", req.headers.getlist("Via"))
+        h.set("From", req.headers["From"])
+        to = req.headers["To"]
+        if to_tag and "tag=" not in to:
+            to += f";tag={to_tag}"
+        h.set("To", to)
+        h.set("Call-ID", req.headers["Call-ID"])
+        h.set("CSeq", req.headers["CSeq"])
+        if 100 < code < 300:
+            h.set("Contact", f"<sip:{self.number}@{self.peer.host}:{self.peer.port}>")
+        for k, v in (headers or {}).items():
+            h.set(k, v)
+        if body:
+            h.set("Content-Type", "application/sdp")
+            resp.body = body
+        return resp

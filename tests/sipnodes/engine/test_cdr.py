@@ -1,0 +1,97 @@
+import pytest
+
+from sipnodes.engine.cdr import (
+    STATUS_TO_CAUSE,
+    CallTag,
+    Cdr,
+    cause_for_status,
+    q850_cause,
+    release_cause,
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "cause"),
+    [
+        (200, 16),
+        (404, 1),
+        (486, 17),
+        (480, 18),
+        (403, 21),
+        (603, 21),
+        (408, 102),
+        (484, 28),
+        (503, 41),
+        (500, 41),
+        (502, 38),
+        (600, 17),
+        (604, 1),
+        (487, 127),
+        (499, 31),
+        (599, 41),
+        (699, 31),
+    ],
+)
+def test_status_to_cause_table(status, cause):
+    assert cause_for_status(status) == cause
+
+
+def test_table_values_are_q850_causes():
+    assert all(1 <= c <= 127 for c in STATUS_TO_CAUSE.values())
+
+
+def test_reason_header_from_callee_side_wins_on_4xx_5xx():
+    assert release_cause(486, ['Q.850;cause=17;text="busy"']) == 17
+    assert release_cause(480, ["Q.850;cause=19"]) == 19
+    assert release_cause(503, ["SIP;cause=503, Q.850 ; cause = 34"]) == 34
+    assert release_cause(486, ["SIP;cause=600"]) == 17  # no Q.850: the table
+    assert release_cause(486, ["Q.850;cause=999"]) == 17  # not a Q.850 value
+    assert q850_cause([]) is None
+
+
+def test_every_call_tag_is_documented():
+    values = [int(t) for t in CallTag]
+    assert len(values) == len(set(values))
+    assert CallTag.CALLER_BYE == 1
+    for tag in CallTag:
+        assert tag.__doc__ and tag.__doc__ != CallTag.__doc__
+
+
+def test_cdr_data_fields():
+    cdr = Cdr(
+        uuid="u",
+        call_id="c",
+        caller="100",
+        dialed="101",
+        callee="101",
+        route="local_user",
+        start=1000.0,
+        ring=1001.0,
+        answer=1002.0,
+        release=1012.5,
+        released_by="caller",
+        status=200,
+        call_tag=CallTag.CALLER_BYE,
+        cause=16,
+    )
+    data = cdr.data()
+    assert data["fci"] == "callTag=1;cause=16"
+    assert data["talk_seconds"] == 10.5 and data["answered"] is True
+    assert data["start"] == "1970-01-01T00:16:40.000+00:00"
+    assert set(data) == {
+        "uuid",
+        "call_id",
+        "caller",
+        "dialed",
+        "callee",
+        "route",
+        "start",
+        "ring",
+        "answer",
+        "release",
+        "talk_seconds",
+        "released_by",
+        "status",
+        "fci",
+        "answered",
+    }

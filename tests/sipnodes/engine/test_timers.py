@@ -1,0 +1,15 @@
+from sipnodes.engine.timers import Scheduler
+
+
+def test_runs_due_timers_in_order_and_skips_cancelled():
+    s = Scheduler()
+    fired = []
+    s.call_at(2.0, lambda now, x: fired.append((now, x)), "b")
+    s.call_at(1.0, lambda now, x: fired.append((now, x)), "a")
+    t = s.call_at(1.5, lambda now, x: fired.append((now, x)), "cancelled")
+    t.cancel()
+    assert s.next_deadline() == 1.0
+    assert s.run_due(0.5) == 0
+    assert s.run_due(2.0) == 2
+    assert fired == [(2.0, "a"), (2.0, "b")]
+    assert s.next_deadline() is None
