@@ -2,6 +2,7 @@ from django import forms
 from django.contrib.auth.password_validation import validate_password
 
 from sipnodes.models import LocalUser, VirtualServer
+from sipnodes.services import SYSTEM_SETTINGS
 from tenants.models import User
 
 
@@ -38,15 +39,7 @@ class SignupForm(forms.Form):
 class SystemSettingsForm(forms.ModelForm):
     class Meta:
         model = VirtualServer
-        fields = [
-            "name",
-            "out_group_prefix",
-            "prompt_language",
-            "media_relay",
-            "upnp",
-            "cdr_failed_calls",
-            "cdr_realtime_display",
-        ]
+        fields = list(SYSTEM_SETTINGS)
         help_texts = {
             "out_group_prefix": "Dial this prefix before a number to use the external line.",
             "media_relay": "Relay RTP through the server so phones behind NAT hear each other.",

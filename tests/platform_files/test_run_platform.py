@@ -1,24 +1,15 @@
 """`make run`'s script starts web, Celery worker and beat under supervisord; stop ends them."""
 
 import os
-import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.sipnodes.engine.conftest import options_ping
+from tests.support import ROOT, free_port, options_ping, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(script: str, env: dict, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -30,15 +21,6 @@ def run(script: str, env: dict, timeout: int = 120) -> subprocess.CompletedProce
         text=True,
         timeout=timeout,
     )
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.3)
-    return False
 
 
 @pytest.fixture
@@ -88,7 +70,7 @@ def test_the_platform_starts_serves_runs_tasks_and_stops(platform_env):
         "s.paid_until = datetime.date(2020, 1, 1); s.save(); "
         "from sipnodes.tasks import lapse_paid_editions; lapse_paid_editions.delay(); print(s.pk)",
     )
-    lapsed = wait_for(
+    lapsed = wait_until(
         lambda: (
             manage_shell(
                 platform_env,
@@ -111,7 +93,7 @@ def test_the_platform_starts_serves_runs_tasks_and_stops(platform_env):
             "print(VirtualServer.objects.get(name='paid').sip_port)",
         )
     )
-    assert wait_for(lambda: options_ping(sip_port), timeout=30)
+    assert wait_until(lambda: options_ping(sip_port), timeout=30)
 
     stopped = run("stop-platform", platform_env)
     assert stopped.returncode == 0

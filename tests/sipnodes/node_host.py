@@ -18,8 +18,8 @@ from django.conf import settings
 from sipnodes.models import SipHost
 from sipnodes.node_agent import Node
 from sipnodes.supervisor import Supervisor
+from tests.support import ROOT, stop_process
 
-ROOT = Path(__file__).resolve().parents[2]
 EVENTS_REDIS_URL = "redis://127.0.0.1:6379/10"
 
 
@@ -128,12 +128,7 @@ class IngestProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc, timeout=10)
 
 
 def events_redis() -> redis.Redis:

@@ -9,8 +9,8 @@ from sipnodes import services
 from sipnodes.models import SipHost, VirtualServer
 from sipnodes.node_agent import Node, apply_server, sync_host
 from tenants.models import Tenant
-from tests.sipnodes.engine.conftest import options_ping, wait_until
 from tests.sipnodes.node_host import make_node_host
+from tests.support import options_ping, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

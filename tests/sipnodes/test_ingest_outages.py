@@ -24,8 +24,9 @@ from sipnodes.engine.cdr import CallTag, Cdr
 from sipnodes.engine.events import STREAM_KEY, STREAM_MAXLEN, Event, make_event
 from sipnodes.engine.registrar import RegistrationChange
 from sipnodes.ingest import GROUP
+from tests.support import PYTHON, ROOT, wait_for
 
-from .conftest import PYTHON, ROOT, manage, manage_env, wait_for
+from .private_servers import manage, manage_env
 
 pytestmark = pytest.mark.e2e
 

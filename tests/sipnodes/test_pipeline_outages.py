@@ -12,8 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.sipnodes.conftest import PYTHON, ROOT, manage, manage_env, wait_for
-from tests.sipnodes.engine.conftest import Sipp, WorkerProcess, free_port
+from tests.sipnodes.engine.processes import Sipp, WorkerProcess
+from tests.sipnodes.private_servers import manage, manage_env
+from tests.support import PYTHON, ROOT, free_port, stop_process, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -50,8 +51,7 @@ def pipeline(tmp_path, migrated_private_postgres, private_redis) -> Iterator[dic
     finally:
         sipp.stop_all()
         worker.stop()
-        ingest.terminate()
-        ingest.wait(15)
+        stop_process(ingest, timeout=15)
         log.close()
 
 

@@ -9,8 +9,9 @@ import pytest
 from django.urls import reverse
 
 from sipnodes.models import VirtualServer
-from tests.sipnodes.engine.conftest import Sipp, free_port, options_ping, wait_until
+from tests.sipnodes.engine.processes import Sipp
 from tests.sipnodes.node_host import IngestProcess, make_node_host
+from tests.support import free_port, options_ping, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_port, stream_events, wait_until
+from tests.support import free_port, stop_process, wait_until
+
+from .processes import stream_events
 
 pytestmark = pytest.mark.e2e
 
@@ -79,13 +81,7 @@ def baresip(tmp_path: Path):
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc)
 
 
 def test_baresip_registers_and_calls_a_sipp_callee(start_worker, sipp, baresip, redis_client):

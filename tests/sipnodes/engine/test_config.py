@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from sipnodes.engine.config import ConfigError, load_config, parse_config
+from tests.support import ROOT
 
-from .conftest import ROOT
 from .helpers import config_dict
 
 

@@ -9,7 +9,9 @@ from datetime import datetime
 
 import pytest
 
-from .conftest import free_port, stream_events, wait_events, wait_until
+from tests.support import free_port, wait_until
+
+from .processes import stream_events, wait_events
 
 pytestmark = pytest.mark.e2e
 

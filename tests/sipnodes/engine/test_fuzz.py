@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from sipnodes.engine.core import Engine
 from sipnodes.engine.sipmsg import Peer, parse
+from tests.support import options_ping
 
-from .conftest import options_ping
 from .helpers import REALM, Net, Phone, make_config
 
 SDP = (

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from .conftest import ROOT
+from tests.support import ROOT
 
 MODULES = [
     "sipnodes.engine",

@@ -14,7 +14,9 @@ import threading
 
 import pytest
 
-from .conftest import free_port, wait_events, wait_until
+from tests.support import free_port, wait_until
+
+from .processes import wait_events
 
 pytestmark = pytest.mark.e2e
 

@@ -11,9 +11,10 @@ from sipmessage import AuthChallenge, Response
 
 from sipnodes.engine.digest import response_digest
 from sipnodes.engine.sipmsg import parse
+from tests.support import free_port, options_ping, wait_until
 
-from .conftest import free_port, options_ping, stream_events, wait_events, wait_until
 from .helpers import REALM, ha1
+from .processes import stream_events, wait_events
 
 pytestmark = pytest.mark.e2e
 

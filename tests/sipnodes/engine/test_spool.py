@@ -10,25 +10,26 @@ import pytest
 
 from sipnodes.engine.events import STREAM_KEY, make_event
 from sipnodes.engine.eventsink import EventSink, connect
+from tests.support import free_port, wait_until
 
-from .conftest import free_port, stream_events, wait_until
+from .processes import stream_events
 
 PW = {n: f"pw{n}" for n in ("100", "101")}
 
 
-def test_sink_spools_while_redis_is_down_and_replays_in_order(throwaway_redis, tmp_path):
+def test_sink_spools_while_redis_is_down_and_replays_in_order(private_redis, tmp_path):
     async def scenario():
-        sink = EventSink(connect(throwaway_redis.url), 7, str(tmp_path / "spool"), lambda: [])
+        sink = EventSink(connect(private_redis.url), 7, str(tmp_path / "spool"), lambda: [])
         events = [make_event("cdr", 7, time.time(), {"n": i}) for i in range(10)]
         sink.put(events[:3])
         assert await sink.flush()
-        throwaway_redis.stop()
+        private_redis.stop()
         sink.put(events[3:6])
         assert not await sink.flush()
         assert sink.spool.exists() and not sink.connected
         sink.put(events[6:8])
         assert not await sink.flush()
-        throwaway_redis.start()
+        private_redis.start()
         sink.put(events[8:])
         assert await sink.flush()
         assert not sink.spool.exists()
@@ -36,17 +37,17 @@ def test_sink_spools_while_redis_is_down_and_replays_in_order(throwaway_redis, t
         return events
 
     events = asyncio.run(scenario())
-    client = throwaway_redis.client()
+    client = private_redis.client()
     ids = [f[b"event_id"].decode() for _, f in client.xrange(STREAM_KEY, "-", "+")]
     assert ids == [e.event_id for e in events]
 
 
 @pytest.mark.e2e
 def test_worker_keeps_serving_without_redis_and_loses_no_cdr(
-    start_worker, sipp, throwaway_redis, redis_client
+    start_worker, sipp, private_redis, redis_client
 ):
-    worker = start_worker(redis_url=throwaway_redis.url)
-    client = throwaway_redis.client()
+    worker = start_worker(redis_url=private_redis.url)
+    client = private_redis.client()
     uas_port = free_port()
     rc, out = sipp.run("register.xml", worker.port, [("101", PW["101"])], port=uas_port)
     assert rc == 0, out
@@ -57,11 +58,11 @@ def test_worker_keeps_serving_without_redis_and_loses_no_cdr(
         "uac_call.xml", worker.port, [("100", PW["100"])] * calls, ["-s", "101", "-r", "4"]
     )
     assert wait_until(lambda: stream_events(client, worker.server_id, "cdr"), 5.0)
-    throwaway_redis.stop()
+    private_redis.stop()
     spool = worker.config_path.parent / f"spool-{worker.server_id}" / "events.spool"
     assert wait_until(spool.exists, 5.0), worker.log()[-2000:]
     time.sleep(0.8)  # more calls start, ring, answer and end while Redis is down
-    throwaway_redis.start()
+    private_redis.start()
     assert sipp.wait(uac) == 0 and sipp.wait(uas) == 0
     assert wait_until(lambda: len(stream_events(client, worker.server_id, "cdr")) >= calls, 10.0), (
         worker.log()[-2000:]

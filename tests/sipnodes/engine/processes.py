@@ -1,0 +1,231 @@
+"""Real processes for engine tests: a worker (`python -m sipnodes.engine`) and SIPp.
+
+Every process started is stopped by its owner; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from sipnodes.engine.events import STREAM_KEY
+from sipnodes.engine.location import location_key
+from tests.support import ROOT, free_port, options_ping, stop_process, wait_until
+
+from .helpers import config_dict
+
+SIPP_DIR = Path(__file__).parent / "sipp"
+REDIS_URL = os.environ.get("ENGINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+class WorkerProcess:
+    def __init__(self, tmp: Path, redis_url: str, **overrides: Any) -> None:
+        self.port = free_port()
+        self.server_id = random.randint(1_000_000, 9_999_999)
+        self.data = config_dict(**overrides)
+        self.data["server_id"] = self.server_id
+        self.data["listen"]["sip_port"] = self.port
+        self.data["redis_url"] = redis_url
+        self.data["spool_dir"] = str(tmp / f"spool-{self.server_id}")
+        self.config_path = tmp / f"vs{self.server_id}.json"
+        self.log_path = tmp / f"vs{self.server_id}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.write_config()
+
+    def write_config(self, **changes: Any) -> None:
+        self.data.update(changes)
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data))
+        tmp.replace(self.config_path)
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sipnodes.engine",
+                "--config",
+                str(self.config_path),
+                "--log-level",
+                "DEBUG",
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        if not wait_until(lambda: options_ping(self.port), 10.0):
+            self.stop()
+            raise RuntimeError(f"worker did not answer OPTIONS:\n{self.log()}")
+        return self
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def stream_events(client: redis.Redis, server_id: int, type_: str | None = None) -> list[dict]:
+    out = []
+    for _id, fields in client.xrange(STREAM_KEY, "-", "+"):
+        f = {k.decode(): v.decode() for k, v in fields.items()}
+        if f["server_id"] != str(server_id) or (type_ and f["type"] != type_):
+            continue
+        f["data"] = json.loads(f["data"])
+        out.append(f)
+    return out
+
+
+def wait_events(
+    client: redis.Redis, server_id: int, type_: str, count: int = 1, timeout: float = 5.0
+) -> list[dict]:
+    """At least `count` events of `type_` (the worker writes them asynchronously)."""
+    wait_until(lambda: len(stream_events(client, server_id, type_)) >= count, timeout)
+    return stream_events(client, server_id, type_)
+
+
+def cleanup_server(client: redis.Redis, server_id: int) -> None:
+    ids = [
+        entry_id
+        for entry_id, fields in client.xrange(STREAM_KEY, "-", "+")
+        if fields.get(b"server_id") == str(server_id).encode()
+    ]
+    if ids:
+        client.xdel(STREAM_KEY, *ids)
+    client.delete(location_key(server_id), f"sipcloud:vs:{server_id}:calls")
+
+
+class Sipp:
+    """Runs SIPp scenarios from tests/sipnodes/engine/sipp; stops what it started."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.background: list[subprocess.Popen[bytes]] = []
+        self.count = 0
+
+    def _args(self, scenario: str, port: int, target: str | None, extra: list[str]) -> list[str]:
+        self.count += 1
+        n = self.count
+        args = ["sipp"]
+        if target:
+            args.append(target)
+        args += [
+            "-sf",
+            str(SIPP_DIR / scenario),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-nostdin",
+            "-trace_err",
+            "-error_file",
+            str(self.tmp / f"sipp{n}.err"),
+            "-trace_logs",
+            "-log_file",
+            str(self.tmp / f"sipp{n}.log"),
+            "-trace_msg",
+            "-message_file",
+            str(self.tmp / f"sipp{n}.msg"),
+            "-timeout",
+            "15s",
+            "-timeout_error",
+        ]
+        return args + extra
+
+    def users_csv(self, users: list[tuple[str, str]]) -> Path:
+        self.count += 1
+        path = self.tmp / f"users{self.count}.csv"
+        lines = ["SEQUENTIAL"] + [
+            f"{u};[authentication username={u} password={p}]" for u, p in users
+        ]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def run(
+        self,
+        scenario: str,
+        server_port: int,
+        users: list[tuple[str, str]],
+        port: int | None = None,
+        extra: list[str] | None = None,
+        timeout: float = 20.0,
+    ) -> tuple[int, str]:
+        csv = self.users_csv(users)
+        args = self._args(
+            scenario,
+            port or free_port(),
+            f"127.0.0.1:{server_port}",
+            ["-inf", str(csv), "-m", str(len(users))] + (extra or []),
+        )
+        proc = subprocess.run(args, cwd=self.tmp, capture_output=True, timeout=timeout)
+        n = self.count
+        text = ""
+        for suffix in ("log", "err"):
+            p = self.tmp / f"sipp{n}.{suffix}"
+            if p.exists():
+                text += p.read_text(errors="replace")
+        return proc.returncode, text
+
+    def start_uac(
+        self, scenario: str, server_port: int, users: list[tuple[str, str]], extra: list[str]
+    ) -> subprocess.Popen[bytes]:
+        csv = self.users_csv(users)
+        args = self._args(
+            scenario,
+            free_port(),
+            f"127.0.0.1:{server_port}",
+            ["-inf", str(csv), "-m", str(len(users))] + extra,
+        )
+        proc = subprocess.Popen(
+            args, cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.background.append(proc)
+        return proc
+
+    def start_uas(
+        self, scenario: str, port: int, extra: list[str] | None = None, calls: int = 1
+    ) -> subprocess.Popen[bytes]:
+        args = self._args(scenario, port, None, ["-m", str(calls)] + (extra or []))
+        proc = subprocess.Popen(
+            args, cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.background.append(proc)
+        time.sleep(0.2)
+        return proc
+
+    def wait(self, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            return -9
+
+    def stop_all(self) -> None:
+        for proc in self.background:
+            stop_process(proc)
