@@ -21,15 +21,14 @@ run: $(STAMP)
 stop:
 	platform/bin/stop-platform
 
-test: $(STAMP)
+test: $(STAMP) lint
 	platform/bin/ensure-services test
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
