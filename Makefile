@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 
-.PHONY: run stop test lint format
+.PHONY: run stop test lint format services-run services-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,15 +14,20 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
-run: $(STAMP)
+# Debian packages and services first: they include python3-venv, which the venv needs.
+services-run:
 	platform/bin/ensure-services run
+
+services-test:
+	platform/bin/ensure-services test
+
+run: services-run $(STAMP)
 	platform/bin/start-platform
 
 stop:
 	platform/bin/stop-platform
 
-test: $(STAMP) lint
-	platform/bin/ensure-services test
+test: services-test $(STAMP) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
