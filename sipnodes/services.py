@@ -2,6 +2,7 @@
 
 import secrets
 from dataclasses import dataclass
+from datetime import date
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -193,11 +194,18 @@ def server_restart(*, server: VirtualServer) -> None:
 
 
 @transaction.atomic
-def lapse_paid_editions(*, today) -> int:
+def lapse_paid_editions(*, today: date) -> int:
     """A paid edition whose `paid_until` has passed falls back to the free 5 clients."""
-    return VirtualServer.objects.filter(paid_until__lt=today, edition__gt=FREE_EDITION).update(
-        edition=FREE_EDITION, paid_until=None
+    lapsed = VirtualServer.objects.select_related("host").filter(
+        paid_until__lt=today, edition__gt=FREE_EDITION
     )
+    count = 0
+    for server in lapsed:
+        server.edition, server.paid_until = FREE_EDITION, None
+        server.save(update_fields=["edition", "paid_until", "updated_at"])
+        apply_on_commit(server)
+        count += 1
+    return count
 
 
 def server_record_worker_state(*, server_id: int, state: str, detail: str) -> None:

@@ -1,5 +1,6 @@
 """Changes reach the host's queue only once committed, and only that host's queue."""
 
+import datetime
 import json
 
 import pytest
@@ -65,3 +66,22 @@ def test_a_failed_change_sends_nothing(
             default_caller="",
         )
     assert queued(broker) == []
+
+
+def test_a_lapsed_paid_edition_falls_back_to_five_clients_and_reaches_the_worker(
+    tenant_a, tenant_b, broker, django_capture_on_commit_callbacks
+):
+    VirtualServer.objects.filter(pk=tenant_a.server.pk).update(
+        edition=20, paid_until=datetime.date(2026, 1, 31)
+    )
+    VirtualServer.objects.filter(pk=tenant_b.server.pk).update(
+        edition=50, paid_until=datetime.date(2026, 2, 1)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.lapse_paid_editions(today=datetime.date(2026, 2, 1)) == 1
+    lapsed = VirtualServer.objects.get(pk=tenant_a.server.pk)
+    paid = VirtualServer.objects.get(pk=tenant_b.server.pk)
+    assert (lapsed.edition, lapsed.paid_until) == (5, None)
+    assert (paid.edition, paid.paid_until) == (50, datetime.date(2026, 2, 1))
+    assert lapsed.desired_state == "running"  # it falls back, it is not stopped
+    assert queued(broker) == [("sipnodes.tasks.apply_server", f"[{lapsed.pk}]")]
