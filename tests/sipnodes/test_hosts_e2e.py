@@ -102,3 +102,19 @@ def test_a_worker_that_keeps_crashing_is_failed_with_its_last_log_lines(tmp_path
         assert "users[0].ha1_md5" in server.state_detail
     finally:
         node_host.stop()
+
+
+def test_a_deleted_server_loses_its_program_and_worker(tmp_path):
+    node_host = make_node_host(tmp_path).start()
+    try:
+        server = services.server_create(tenant=Tenant.objects.create(name="t"), name="s")
+        assert wait_until(lambda: state_of(server) == "running", 30)
+        server_id, port = server.pk, server.sip_port
+        server.delete()
+        sync_host(node_host.node)
+        assert node_host.supervisor.info(f"vs-{server_id}") is None
+        assert not node_host.node.program_path(server_id).exists()
+        assert not node_host.node.config_path(server_id).exists()
+        assert wait_until(lambda: options_ping(port) is None, 10)
+    finally:
+        node_host.stop()
