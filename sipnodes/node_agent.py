@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.utils import timezone
 
 from sipnodes import services
 from sipnodes.models import SipHost, VirtualServer
@@ -148,6 +147,7 @@ def apply_server(node: Node, server_id: int) -> None:
         else:
             supervisor.start(name)
         report_server(node, server.pk, settled_info(supervisor, name))
+        services.host_record_seen(host=server.host, detail=f"applied {name}")
     except SupervisorUnavailable as exc:
         if old is None:
             _undo(node, server.pk)
@@ -216,4 +216,4 @@ def sync_host(node: Node) -> None:
         report_server(node, server_id, by_server.get(server_id))
     for server_id in by_server.keys() - ours - {None}:
         remove_server(node, server_id)
-    services.host_record_seen(host=host, detail=f"{len(infos)} programs, checked {timezone.now()}")
+    services.host_record_seen(host=host, detail=f"{len(infos)} programs")
