@@ -1,3 +1,8 @@
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from django.test import Client
 
@@ -44,3 +49,15 @@ def operator_client(db) -> Client:
     client = Client()
     client.force_login(operator)
     return client
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary directory with a short path, for supervisord's Unix sockets.
+
+    A socket path must fit in 108 bytes (with supervisord's `.<pid>` suffix); pytest's
+    `tmp_path` grows with its run counter and the test's name and can exceed that.
+    """
+    path = Path(tempfile.mkdtemp(prefix="sc-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -88,3 +88,18 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def run_script(name: str, env: dict[str, str], *args: str, timeout: float = 60) -> str:
+    """Run a `platform/bin` script; its stdout, or RuntimeError with everything it printed."""
+    result = subprocess.run(
+        [str(ROOT / "platform" / "bin" / name), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} failed: {result.stdout}{result.stderr}")
+    return result.stdout

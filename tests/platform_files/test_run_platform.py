@@ -1,61 +1,41 @@
 """`make run`'s script starts web, Celery worker and beat under supervisord; stop ends them."""
 
 import os
-import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, free_port, options_ping, wait_until
+from tests.sipnodes.private_servers import manage
+from tests.support import free_port, options_ping, run_script, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
-def run(script: str, env: dict, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(ROOT / "platform" / "bin" / script)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 @pytest.fixture
-def platform_env(tmp_path):
+def platform_env(short_tmp):
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "SECRET_KEY"}}
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings.local",
-        SIPCLOUD_VAR_DIR=str(tmp_path / "var"),
+        SIPCLOUD_VAR_DIR=str(short_tmp / "var"),
         SIPCLOUD_BIND=f"127.0.0.1:{free_port()}",
         REDIS_URL="redis://127.0.0.1:6379/8",
         SIPCLOUD_DEFAULT_HOST_NAME=f"run-{free_port()}",
     )
     yield env
-    run("stop-platform", env)
+    run_script("stop-platform", env, timeout=120)
 
 
 def manage_shell(env: dict, code: str) -> str:
-    result = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), "manage.py", "shell", "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
+    """The last line `manage.py shell -c CODE` prints."""
+    return manage(env, "shell", "-c", code).strip().splitlines()[-1]
 
 
 def test_the_platform_starts_serves_runs_tasks_and_stops(platform_env):
-    started = run("start-platform", platform_env)
-    assert started.returncode == 0, started.stderr + started.stdout
-    assert "Operator account created" in started.stdout
+    started = run_script("start-platform", platform_env, timeout=120)
+    assert "Operator account created" in started
     for program in ("web", "celery-worker", "celery-beat"):
-        assert f"{program}" in started.stdout
+        assert f"{program}" in started
     bind = platform_env["SIPCLOUD_BIND"]
     with urllib.request.urlopen(f"http://{bind}/signup/", timeout=10) as response:
         assert response.status == 200
@@ -95,8 +75,7 @@ def test_the_platform_starts_serves_runs_tasks_and_stops(platform_env):
     )
     assert wait_until(lambda: options_ping(sip_port), timeout=30)
 
-    stopped = run("stop-platform", platform_env)
-    assert stopped.returncode == 0
+    run_script("stop-platform", platform_env, timeout=120)  # raises unless it exits 0
     assert not (Path(platform_env["SIPCLOUD_VAR_DIR"]) / "run" / "supervisord.pid").exists()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{bind}/signup/", timeout=3)

@@ -12,13 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
 from django.conf import settings
 
 from sipnodes.models import SipHost
 from sipnodes.node_agent import Node
 from sipnodes.supervisor import Supervisor
-from tests.support import ROOT, stop_process
+from tests.support import ROOT, run_script, stop_process
 
 EVENTS_REDIS_URL = "redis://127.0.0.1:6379/10"
 
@@ -76,20 +75,6 @@ class NodeHost:
         return info.pid if info else 0
 
 
-def run_script(name: str, env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [str(ROOT / "platform" / "bin" / name), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"{name} failed: {result.stdout}{result.stderr}")
-    return result.stdout
-
-
 def make_node_host(tmp: Path, *, sip_ports: int = 20, base: int | None = None) -> NodeHost:
     """A host with its own port ranges (below the ephemeral range) and a fresh queue name."""
     base = base or 21000 + secrets.randbelow(8) * 1000
@@ -129,7 +114,3 @@ class IngestProcess:
 
     def stop(self) -> None:
         stop_process(self.proc, timeout=10)
-
-
-def events_redis() -> redis.Redis:
-    return redis.Redis.from_url(EVENTS_REDIS_URL, socket_timeout=2)

@@ -21,9 +21,9 @@ def state_of(server: VirtualServer) -> str:
 
 
 @pytest.fixture
-def two_hosts(tmp_path):
-    small = make_node_host(tmp_path, sip_ports=1, base=23000)
-    big = make_node_host(tmp_path, sip_ports=20, base=24000)
+def two_hosts(short_tmp):
+    small = make_node_host(short_tmp, sip_ports=1, base=23000)
+    big = make_node_host(short_tmp, sip_ports=20, base=24000)
     for host in (small, big):
         host.start()
     yield small, big
@@ -51,8 +51,8 @@ def test_servers_go_to_a_host_with_room_and_each_host_runs_only_its_own(two_host
     assert programs(big) == {f"vs-{second.pk}", f"vs-{third.pk}"}
 
 
-def test_a_port_in_use_is_reported_and_nothing_is_left_behind(tmp_path):
-    node_host = make_node_host(tmp_path).start()
+def test_a_port_in_use_is_reported_and_nothing_is_left_behind(short_tmp):
+    node_host = make_node_host(short_tmp).start()
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         blocker.bind(("127.0.0.1", node_host.host.sip_port_min))
@@ -84,8 +84,8 @@ def test_a_missing_supervisord_is_reported_and_nothing_is_left_behind(tmp_path):
     assert host.last_seen_at is not None and "not answering" in host.status_detail
 
 
-def test_a_worker_that_keeps_crashing_is_failed_with_its_last_log_lines(tmp_path):
-    node_host = make_node_host(tmp_path).start()
+def test_a_worker_that_keeps_crashing_is_failed_with_its_last_log_lines(short_tmp):
+    node_host = make_node_host(short_tmp).start()
     try:
         server = services.server_create(tenant=Tenant.objects.create(name="t"), name="s")
         assert wait_until(lambda: state_of(server) == "running", 30)
@@ -104,8 +104,8 @@ def test_a_worker_that_keeps_crashing_is_failed_with_its_last_log_lines(tmp_path
         node_host.stop()
 
 
-def test_a_deleted_server_loses_its_program_and_worker(tmp_path):
-    node_host = make_node_host(tmp_path).start()
+def test_a_deleted_server_loses_its_program_and_worker(short_tmp):
+    node_host = make_node_host(short_tmp).start()
     try:
         server = services.server_create(tenant=Tenant.objects.create(name="t"), name="s")
         assert wait_until(lambda: state_of(server) == "running", 30)

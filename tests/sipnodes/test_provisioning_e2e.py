@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def node_host(tmp_path):
-    node_host = make_node_host(tmp_path)
+def node_host(short_tmp):
+    node_host = make_node_host(short_tmp)
     node_host.start()
     yield node_host
     node_host.stop()

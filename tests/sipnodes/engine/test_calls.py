@@ -87,6 +87,18 @@ class Scene:
         assert back.method == "ACK"
         return ok
 
+    def cancel(self):
+        """The caller's CANCEL of its INVITE (same branch and CSeq number, RFC 3261 §9.1)."""
+        return self.a.request(
+            "CANCEL",
+            str(self.inv.uri),
+            call_id=self.call_id,
+            from_tag=self.tag,
+            to=self.inv.headers["To"],
+            cseq=self.inv.cseq.sequence,
+            branch=self.inv.via[0].parameters["branch"],
+        )
+
     def a_in_dialog(self, method, now, body=b""):
         return self.a.request(
             method,
@@ -192,15 +204,7 @@ def test_cancel_while_ringing():
     binv = s.callee_invite()
     s.b.send(s.b.respond(binv, 180, "btag"), T0 + 2)
     assert s.a.take()[-1].code == 180
-    cancel = s.a.request(
-        "CANCEL",
-        str(s.inv.uri),
-        call_id=s.call_id,
-        from_tag=s.tag,
-        to=s.inv.headers["To"],
-        cseq=s.inv.cseq.sequence,
-        branch=s.inv.via[0].parameters["branch"],
-    )
+    cancel = s.cancel()
     s.a.send(cancel, T0 + 5)
     assert [m.code for m in s.a.take()] == [200, 487]
     [bcancel] = s.b.take()
@@ -217,15 +221,7 @@ def test_cancel_before_any_provisional_waits_for_one():
     s = Scene()
     s.invite()
     binv = s.callee_invite()
-    cancel = s.a.request(
-        "CANCEL",
-        str(s.inv.uri),
-        call_id=s.call_id,
-        from_tag=s.tag,
-        to=s.inv.headers["To"],
-        cseq=s.inv.cseq.sequence,
-        branch=s.inv.via[0].parameters["branch"],
-    )
+    cancel = s.cancel()
     s.a.send(cancel, T0 + 1.1)
     assert s.b.take() == []  # RFC 3261 §9.1: not before a provisional
     s.b.send(s.b.respond(binv, 100), T0 + 1.2)  # 100 Trying counts
@@ -238,15 +234,7 @@ def test_answer_after_cancel_is_acked_and_hung_up():
     s.invite()
     binv = s.callee_invite()
     s.b.send(s.b.respond(binv, 180, "btag"), T0 + 2)
-    cancel = s.a.request(
-        "CANCEL",
-        str(s.inv.uri),
-        call_id=s.call_id,
-        from_tag=s.tag,
-        to=s.inv.headers["To"],
-        cseq=s.inv.cseq.sequence,
-        branch=s.inv.via[0].parameters["branch"],
-    )
+    cancel = s.cancel()
     s.a.send(cancel, T0 + 3)
     s.b.take()
     s.b.send(s.b.respond(binv, 200, "btag", body=SDP_B), T0 + 3)

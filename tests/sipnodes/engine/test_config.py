@@ -64,18 +64,23 @@ def test_unreadable_and_non_json_files(tmp_path):
         load_config(bad)
 
 
-def test_worker_refuses_bad_config_naming_the_field(tmp_path):
-    data = config_dict()
-    data["users"][2]["ha1_md5"] = "short"
+def run_worker(tmp_path, data: dict) -> subprocess.CompletedProcess:
+    """Run `python -m sipnodes.engine` on `data` until it exits (it should, at once)."""
     path = tmp_path / "vs.json"
     path.write_text(json.dumps(data))
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "sipnodes.engine", "--config", str(path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=20,
     )
+
+
+def test_worker_refuses_bad_config_naming_the_field(tmp_path):
+    data = config_dict()
+    data["users"][2]["ha1_md5"] = "short"
+    proc = run_worker(tmp_path, data)
     assert proc.returncode == 2
     assert "config error: users[2].ha1_md5: expected 32 hex characters" in proc.stderr
 
@@ -86,16 +91,8 @@ def test_worker_reports_a_port_in_use(tmp_path):
     data = config_dict()
     data["listen"]["sip_port"] = taken.getsockname()[1]
     data["redis_url"] = "redis://127.0.0.1:1/0"
-    path = tmp_path / "vs.json"
-    path.write_text(json.dumps(data))
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "sipnodes.engine", "--config", str(path)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
+        proc = run_worker(tmp_path, data)
     finally:
         taken.close()
     assert proc.returncode == 1
