@@ -13,6 +13,7 @@ import redis
 from supervisor import childutils
 
 from sipnodes.engine.events import STREAM_KEY, STREAM_MAXLEN, make_event
+from sipnodes.supervisor import server_id_of
 
 log = logging.getLogger(__name__)
 
@@ -20,15 +21,14 @@ log = logging.getLogger(__name__)
 def crashed_server(headers: dict[str, str], payload: str) -> tuple[int, dict] | None:
     """(server id, event data) when a `vs-<id>` worker exited unexpectedly or failed to start."""
     fields = childutils.get_headers(payload)
-    name = fields.get("processname", "")
-    prefix, _, number = name.partition("-")
-    if prefix != "vs" or not number.isdigit():
+    server_id = server_id_of(fields.get("processname", ""))
+    if server_id is None:
         return None
     event = headers.get("eventname")
     if event == "PROCESS_STATE_EXITED" and fields.get("expected") == "0":
-        return int(number), {"state": "crashed", "pid": int(fields.get("pid", 0))}
+        return server_id, {"state": "crashed", "pid": int(fields.get("pid", 0))}
     if event == "PROCESS_STATE_BACKOFF":
-        return int(number), {"state": "crashed", "pid": 0}
+        return server_id, {"state": "crashed", "pid": 0}
     return None
 
 

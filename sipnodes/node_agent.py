@@ -21,7 +21,9 @@ from sipnodes.supervisor import (
     ProcessInfo,
     Supervisor,
     SupervisorUnavailable,
+    program_name,
     program_section,
+    server_id_of,
     write_atomically,
 )
 
@@ -67,15 +69,6 @@ class Node:
 
     def spool_dir(self, server_id: int) -> Path:
         return self.directory / "spool" / f"vs{server_id}"
-
-
-def program_name(server_id: int) -> str:
-    return f"vs-{server_id}"
-
-
-def server_id_of(program: str) -> int | None:
-    prefix, _, number = program.partition("-")
-    return int(number) if prefix == "vs" and number.isdigit() else None
 
 
 def ports_in_use(address: str, ports: list[tuple[int, int]]) -> list[str]:

@@ -32,6 +32,17 @@ class ProcessInfo:
     spawn_error: str
 
 
+def program_name(server_id: int) -> str:
+    """A virtual server's worker is the supervisord program `vs-<id>`."""
+    return f"vs-{server_id}"
+
+
+def server_id_of(program: str) -> int | None:
+    """The server id of a `vs-<id>` program; None for the host's other programs."""
+    prefix, _, number = program.partition("-")
+    return int(number) if prefix == "vs" and number.isdigit() else None
+
+
 def write_atomically(path: Path, text: str) -> bool:
     """Write via a temporary file and rename; returns whether the content changed."""
     if path.exists() and path.read_text() == text:
