@@ -5,7 +5,6 @@ so tests using it need `transactional_db`. Everything lives in a temporary direc
 every process started here is stopped here.
 """
 
-import os
 import secrets
 import subprocess
 import time
@@ -17,6 +16,7 @@ from django.conf import settings
 from sipnodes.models import SipHost
 from sipnodes.node_agent import Node
 from sipnodes.supervisor import Supervisor
+from tests.sipnodes.private_servers import manage_env
 from tests.support import ROOT, run_script, stop_process
 
 EVENTS_REDIS_URL = "redis://127.0.0.1:6379/10"
@@ -28,16 +28,14 @@ def database_url() -> str:
 
 
 def platform_env(var_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_ALLOW_ASYNC")}
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings.test",
-        DATABASE_URL=database_url(),
+    """Processes that share the test database, the tests' broker and the events stream."""
+    return manage_env(
+        database_url(),
         REDIS_URL=EVENTS_REDIS_URL,
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
         SIPCLOUD_VAR_DIR=str(var_dir),
         **extra,
     )
-    return env
 
 
 @dataclass
