@@ -212,34 +212,6 @@ def _rule(r: _Reader) -> DialRule:
 def parse_config(data: Any) -> Config:
     """Validate a decoded JSON document; raise ConfigError naming the bad field."""
     top = _Reader(data, "")
-    listen = top.sub("listen")
-    media = listen.get("media_ports", list, [0, 0])
-    if len(media) != 2 or not all(isinstance(p, int) and 0 <= p <= 65535 for p in media):
-        raise listen.fail("media_ports", "expected [first, last] port numbers")
-    if media[0] > media[1]:
-        raise listen.fail("media_ports", "first port is after last port")
-    system = top.sub("system", optional=True)
-    cdr = top.sub("cdr", optional=True)
-    limits = top.sub("call_limits", optional=True)
-    callback = top.sub("callback", optional=True)
-    registrar = top.sub("registrar", optional=True)
-    auth = top.sub("auth", optional=True)
-    algorithms = auth.get("algorithms", list, ["MD5", "SHA-256"])
-    if not algorithms or any(a not in ("MD5", "SHA-256") for a in algorithms):
-        raise auth.fail("algorithms", "expected a non-empty list of MD5, SHA-256")
-
-    users = []
-    seen: set[str] = set()
-    for i, item in enumerate(top.get("users", list, [])):
-        user = _user(_Reader(item, f"users[{i}]"))
-        if user.number in seen:
-            raise ConfigError(f"config error: users[{i}].number: duplicate {user.number}")
-        seen.add(user.number)
-        users.append(user)
-    rules = [
-        _rule(_Reader(item, f"dial_plan[{i}]"))
-        for i, item in enumerate(top.get("dial_plan", list, []))
-    ]
     max_clients = top.get("max_clients", int)
     if max_clients < 1:
         raise top.fail("max_clients", "expected a number >= 1")
@@ -249,25 +221,18 @@ def parse_config(data: Any) -> Config:
     realm = top.get("realm", str)
     if not realm or '"' in realm:
         raise top.fail("realm", "expected a non-empty string without quotes")
-    reg = RegistrarOptions(
-        min_expires=registrar.nonneg("min_expires", 60),
-        max_expires=registrar.nonneg("max_expires", 7200),
-        default_expires=registrar.nonneg("default_expires", 3600),
-    )
-    if reg.max_expires < reg.min_expires:
-        raise registrar.fail("max_expires", "must be >= min_expires")
+    listen = _listen(top.sub("listen"))
+    system = top.sub("system", optional=True)
+    cdr = top.sub("cdr", optional=True)
+    limits = top.sub("call_limits", optional=True)
+    callback = top.sub("callback", optional=True)
     return Config(
         server_id=server_id,
         name=top.get("name", str, ""),
         realm=realm,
         max_clients=max_clients,
-        listen=Listen(
-            address=listen.get("address", str),
-            sip_port=listen.port("sip_port", allow_zero=True),
-            callback_port=listen.port("callback_port", 0, allow_zero=True),
-            media_ports=(media[0], media[1]),
-        ),
-        public_address=top.get("public_address", str, "") or listen.get("address", str),
+        listen=listen,
+        public_address=top.get("public_address", str, "") or listen.address,
         redis_url=top.get("redis_url", str, "redis://127.0.0.1:6379/0"),
         spool_dir=top.get("spool_dir", str, f"var/spool/vs{server_id}"),
         system=System(
@@ -284,17 +249,64 @@ def parse_config(data: Any) -> Config:
             no_answer_timeout=limits.nonneg("no_answer_timeout", 60),
             max_call_duration=limits.nonneg("max_call_duration", 0),
         ),
-        users=tuple(users),
-        dial_plan=tuple(rules),
+        users=_users(top),
+        dial_plan=tuple(
+            _rule(_Reader(item, f"dial_plan[{i}]"))
+            for i, item in enumerate(top.get("dial_plan", list, []))
+        ),
         callback=Callback(
             app_server_address=callback.get("app_server_address", str, ""),
             port=callback.port("port", 0, allow_zero=True),
             default_caller=callback.get("default_caller", str, ""),
             secret=callback.get("secret", str, ""),
         ),
-        registrar=reg,
-        auth=AuthOptions(algorithms=tuple(dict.fromkeys(algorithms))),
+        registrar=_registrar(top.sub("registrar", optional=True)),
+        auth=_auth(top.sub("auth", optional=True)),
     )
+
+
+def _listen(r: _Reader) -> Listen:
+    media = r.get("media_ports", list, [0, 0])
+    if len(media) != 2 or not all(isinstance(p, int) and 0 <= p <= 65535 for p in media):
+        raise r.fail("media_ports", "expected [first, last] port numbers")
+    if media[0] > media[1]:
+        raise r.fail("media_ports", "first port is after last port")
+    return Listen(
+        address=r.get("address", str),
+        sip_port=r.port("sip_port", allow_zero=True),
+        callback_port=r.port("callback_port", 0, allow_zero=True),
+        media_ports=(media[0], media[1]),
+    )
+
+
+def _users(top: _Reader) -> tuple[User, ...]:
+    users = []
+    seen: set[str] = set()
+    for i, item in enumerate(top.get("users", list, [])):
+        user = _user(_Reader(item, f"users[{i}]"))
+        if user.number in seen:
+            raise ConfigError(f"config error: users[{i}].number: duplicate {user.number}")
+        seen.add(user.number)
+        users.append(user)
+    return tuple(users)
+
+
+def _registrar(r: _Reader) -> RegistrarOptions:
+    options = RegistrarOptions(
+        min_expires=r.nonneg("min_expires", 60),
+        max_expires=r.nonneg("max_expires", 7200),
+        default_expires=r.nonneg("default_expires", 3600),
+    )
+    if options.max_expires < options.min_expires:
+        raise r.fail("max_expires", "must be >= min_expires")
+    return options
+
+
+def _auth(r: _Reader) -> AuthOptions:
+    algorithms = r.get("algorithms", list, ["MD5", "SHA-256"])
+    if not algorithms or any(a not in ("MD5", "SHA-256") for a in algorithms):
+        raise r.fail("algorithms", "expected a non-empty list of MD5, SHA-256")
+    return AuthOptions(algorithms=tuple(dict.fromkeys(algorithms)))
 
 
 def load_config(path: str | Path) -> Config:

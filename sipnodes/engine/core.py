@@ -14,11 +14,11 @@ from typing import Any
 
 from sipmessage import Request, Response
 
-from .calls import B2BUA
+from .calls import B2BUA, CallSettings
 from .config import Config
 from .dialplan import DialPlan
 from .digest import Authenticator
-from .events import Event, make_event
+from .events import Event, EventData, StatusData, make_event
 from .location import LocationTable
 from .media import Media, PassThrough
 from .registrar import Registrar, RegistrationChange
@@ -33,8 +33,8 @@ from .sipmsg import (
     stamp_via,
     to_tag,
 )
-from .timers import Scheduler
-from .transaction import ClientTransaction, ServerTransaction, TransactionLayer
+from .timers import Scheduler, ToWall
+from .transaction import ServerTransaction, TransactionLayer
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +47,41 @@ _IN_DIALOG_ONLY = {"BYE", "INFO", "UPDATE", "NOTIFY", "MESSAGE", "REFER", "PRACK
 
 
 class Engine:
+    """Wires the cores together and routes each request to the one that owns it."""
+
     def __init__(
-        self, config: Config, now: float, secret: bytes | None = None, media: Media | None = None
+        self,
+        config: Config,
+        now: float,
+        *,
+        to_wall: ToWall,
+        secret: bytes | None = None,
+        media: Media | None = None,
     ) -> None:
+        """`now` is monotonic (timers); `to_wall` turns it into UTC epoch seconds (events)."""
         self.secret = secret or os.urandom(16)
+        self.to_wall = to_wall
         self.outbox: list[Send] = []
         self.events: list[Event] = []
         self.scheduler = Scheduler()
-        self.location = LocationTable()
-        self.layer = TransactionLayer(self.scheduler, self.outbox, self)
-        self.media: Media = media or PassThrough()
-        self.b2bua = B2BUA(self)
+        self.location = LocationTable(to_wall)
+        self.layer = TransactionLayer(self.scheduler, self.outbox)
         self.stopping = False
         self.overloaded = False  # set by the shell from its socket backlog
         self.shed = 0
         self._apply(config)
+        self.b2bua = B2BUA(
+            layer=self.layer,
+            scheduler=self.scheduler,
+            location=self.location,
+            media=media or PassThrough(),
+            emit=self.emit,
+            to_wall=to_wall,
+            settings=CallSettings.from_config(config),
+            auth=self.auth,
+            dialplan=self.dialplan,
+        )
+        self.layer.tu = self.b2bua
         self.scheduler.call_at(now + SWEEP_INTERVAL, self._sweep)
 
     def _apply(self, config: Config) -> None:
@@ -161,16 +181,6 @@ class Engine:
     def get_timer(self) -> float | None:
         return self.scheduler.next_deadline()
 
-    # ---- transaction user ----------------------------------------------------
-
-    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
-        if tx.owner is not None:
-            self.b2bua.on_response(tx, response, now)
-
-    def on_timeout(self, tx: ClientTransaction | ServerTransaction, now: float) -> None:
-        if tx.owner is not None:
-            self.b2bua.on_timeout(tx, now)
-
     # ---- life cycle ----------------------------------------------------------
 
     def _sweep(self, now: float) -> None:
@@ -188,6 +198,7 @@ class Engine:
     def reload(self, config: Config, now: float) -> None:
         """New config (SIGHUP): keep calls and registrations, drop removed users."""
         self._apply(config)
+        self.b2bua.configure(CallSettings.from_config(config), self.auth, self.dialplan)
         for b in self.location.all():
             if b.user not in config.users_by_number:
                 self.location.remove(b.user, b.contact)
@@ -203,30 +214,15 @@ class Engine:
         self.stopping = True
         self.b2bua.stop_all(now)
 
-    @property
-    def busy(self) -> bool:
-        """Client transactions still waiting (e.g. the BYEs sent by `stop`)."""
-        return bool(self.layer.client) or bool(self.b2bua.calls)
-
     # ---- events --------------------------------------------------------------
 
-    def emit(
-        self, type_: str, now: float, data: dict[str, Any], event_id: str | None = None
-    ) -> None:
-        self.events.append(make_event(type_, self.config.server_id, now, data, event_id))
+    def emit(self, data: EventData, now: float) -> None:
+        self.events.append(make_event(data, self.config.server_id, self.to_wall(now)))
 
     def _emit_registrations(self, changes: list[RegistrationChange], now: float) -> None:
         for change in changes:
-            self.emit("registration", now, change.data())
+            self.emit(change.data(), now)
 
     def status(self, state: str, now: float) -> None:
-        self.emit(
-            "status",
-            now,
-            {
-                "state": state,
-                "name": self.config.name,
-                "registered_clients": self.location.registered_clients(),
-                "active_calls": len(self.b2bua.calls),
-            },
-        )
+        clients = self.location.registered_clients()
+        self.emit(StatusData(state, self.config.name, clients, len(self.b2bua.calls)), now)

@@ -4,7 +4,9 @@ In memory for lookups; every change is also described as a `LocationOp` for the
 shell to write through to Redis, so a restarted worker reloads its bindings.
 
 Redis layout: one hash `sipcloud:vs:<server_id>:loc`; field `<user> <contact>`,
-value the JSON of `Binding.to_record()` (it carries `expires_at`, unix time).
+value the JSON of `Binding.to_record()`. In memory, times are on the engine's
+monotonic clock; in Redis they are UTC epoch seconds (`expires_at`), since the
+monotonic clock of one process means nothing to the next.
 Hash fields cannot expire on their own, so the worker deletes a field when the
 binding ends, skips expired records when it restores, and the key gets a TTL of
 the longest binding as a backstop for a server that never comes back.
@@ -17,6 +19,7 @@ import json
 from typing import Any
 
 from .sipmsg import Peer
+from .timers import ToWall
 
 
 def location_key(server_id: int) -> str:
@@ -28,10 +31,11 @@ class Binding:
     user: str
     contact: str  # the Contact URI as registered
     peer: Peer  # where the REGISTER came from: requests go here (NAT fix-up)
-    expires_at: float
+    expires_at: float  # monotonic
     call_id: str
     cseq: int
-    registered_at: float
+    registered_at: float  # monotonic
+    wall_offset: float = 0.0  # UTC epoch seconds minus monotonic, when registered
 
     @property
     def field(self) -> str:
@@ -45,24 +49,26 @@ class Binding:
                 "transport": self.peer.transport,
                 "host": self.peer.host,
                 "port": self.peer.port,
-                "expires_at": self.expires_at,
+                "expires_at": self.expires_at + self.wall_offset,
                 "call_id": self.call_id,
                 "cseq": self.cseq,
-                "registered_at": self.registered_at,
+                "registered_at": self.registered_at + self.wall_offset,
             }
         )
 
     @classmethod
-    def from_record(cls, text: str | bytes) -> Binding:
+    def from_record(cls, text: str | bytes, wall_offset: float) -> Binding:
+        """The binding of a record, on the monotonic clock whose offset is given."""
         d: dict[str, Any] = json.loads(text)
         return cls(
             user=str(d["user"]),
             contact=str(d["contact"]),
             peer=Peer(str(d["transport"]), str(d["host"]), int(d["port"])),
-            expires_at=float(d["expires_at"]),
+            expires_at=float(d["expires_at"]) - wall_offset,
             call_id=str(d["call_id"]),
             cseq=int(d["cseq"]),
-            registered_at=float(d.get("registered_at", 0.0)),
+            registered_at=float(d.get("registered_at", 0.0)) - wall_offset,
+            wall_offset=wall_offset,
         )
 
 
@@ -76,7 +82,8 @@ class LocationOp:
 
 
 class LocationTable:
-    def __init__(self) -> None:
+    def __init__(self, to_wall: ToWall) -> None:
+        self.to_wall = to_wall
         self._by_user: dict[str, dict[str, Binding]] = {}
         self.ops: list[LocationOp] = []
 
@@ -125,12 +132,16 @@ class LocationTable:
             self.remove(b.user, b.contact)
         return gone
 
+    def wall_offset(self, now: float) -> float:
+        return self.to_wall(now) - now
+
     def restore(self, records: dict[Any, Any], now: float) -> list[Binding]:
         """Load records read from Redis, skipping expired and unreadable ones (not re-written)."""
         restored = []
+        offset = self.wall_offset(now)
         for field, value in records.items():
             try:
-                binding = Binding.from_record(value)
+                binding = Binding.from_record(value, offset)
             except (ValueError, KeyError, TypeError):
                 self.ops.append(LocationOp("del", _text(field)))
                 continue

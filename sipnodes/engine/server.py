@@ -4,6 +4,10 @@ Like aioquic's `asyncio/protocol.py`: feed the core, write what it asks,
 re-arm a single `call_at` on its next deadline. SIGHUP re-reads the config
 (keeping calls and registrations); SIGTERM ends calls with BYE, drains the
 events and exits 0.
+
+Two clocks, both owned here: the cores run on the loop's monotonic clock, so a
+wall-clock step (NTP) never moves a timer; `_to_wall` turns its instants into
+UTC epoch seconds for the timestamps in events and CDRs.
 """
 
 from __future__ import annotations
@@ -49,9 +53,13 @@ class Worker:
         self.sink: EventSink | None = None
         self._received = 0
         self.ready = False  # until registrations are restored: a REGISTER must not be undone
+        self.loop: asyncio.AbstractEventLoop  # the loop `run` runs in
+
+    def _to_wall(self, instant: float) -> float:
+        return instant + (time.time() - self.loop.time())
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         config = self.config
         port = await self.transports.open(config.listen.address, config.listen.sip_port)
         if port != config.listen.sip_port:
@@ -59,7 +67,7 @@ class Worker:
                 config, listen=dataclasses.replace(config.listen, sip_port=port)
             )
             self.config = config
-        self.engine = engine = Engine(config, time.time())
+        self.engine = engine = Engine(config, loop.time(), to_wall=self._to_wall)
         self.sink = EventSink(
             connect(config.redis_url),
             config.server_id,
@@ -72,7 +80,7 @@ class Worker:
         except TimeoutError:
             records = None
         if records:
-            count = engine.restore(records, time.time())
+            count = engine.restore(records, loop.time())
             log.info("restored registrations of %d clients", count)
         # The config (thousands of users) and the restored bindings live as long
         # as the process: keep them out of the cyclic GC's full collections, whose
@@ -85,7 +93,7 @@ class Worker:
         loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
         self.sink.start()
         self.ready = True
-        engine.status("started", time.time())
+        engine.status("started", loop.time())
         self._flush()
         log.info(
             "server %s (%s) listening on %s:%d udp+tcp",
@@ -101,13 +109,13 @@ class Worker:
     async def _stop(self) -> None:
         assert self.engine is not None and self.sink is not None
         log.info("stopping: ending %d calls", len(self.engine.b2bua.calls))
-        self.engine.stop(time.time())
+        loop = self.loop
+        self.engine.stop(loop.time())
         self._flush()
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_GRACE
         while self._waiting() and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        self.engine.status("stopped", time.time())
+        self.engine.status("stopped", loop.time())
         self._flush()
         if self._timer is not None:
             self._timer.cancel()
@@ -135,7 +143,7 @@ class Worker:
             log.warning("listen address/port changed: takes effect at restart")
         new = dataclasses.replace(new, listen=self.config.listen, server_id=self.config.server_id)
         self.config = new
-        self.engine.reload(new, time.time())
+        self.engine.reload(new, self.loop.time())
         log.info("config reloaded: %d users", len(new.users))
         self._flush()
 
@@ -146,7 +154,7 @@ class Worker:
         if self.engine.overloaded or self._received % BACKLOG_CHECK_EVERY == 0:
             self._check_backlog()
         try:
-            self.engine.receive(data, peer, time.time())
+            self.engine.receive(data, peer, self.loop.time())
         except Exception:  # a bug, not bad input: log it and keep serving
             log.exception("error handling a message from %s:%s", peer.host, peer.port)
         self._flush()
@@ -168,7 +176,7 @@ class Worker:
         if self.engine.overloaded:
             self._check_backlog()  # no traffic may come to clear it
         try:
-            self.engine.handle_timer(time.time() + 0.001)
+            self.engine.handle_timer(self.loop.time() + 0.001)
         except Exception:
             log.exception("error in a timer")
         self._flush()
@@ -195,12 +203,4 @@ class Worker:
             self._timer = None
         self._timer_at = deadline
         if deadline is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(
-                loop.time() + max(0.0, deadline - time.time()), self._on_timer
-            )
-
-
-async def serve(config_path: str | Path) -> int:
-    config = load_config(config_path)
-    return await Worker(config_path, config).run()
+            self._timer = self.loop.call_at(deadline, self._on_timer)

@@ -170,18 +170,6 @@ def to_addr(message: Message) -> Address:
     return cached if cached is not None else message.to_address
 
 
-def branch_of(message: Message) -> str:
-    return top_via(message).parameters.get("branch") or ""
-
-
-def tag_of(header_value: str) -> str | None:
-    return Address.parse(header_value).parameters.get("tag")
-
-
-def from_tag(message: Message) -> str | None:
-    return from_addr(message).parameters.get("tag")
-
-
 def to_tag(message: Message) -> str | None:
     return to_addr(message).parameters.get("tag")
 
@@ -238,7 +226,7 @@ def make_request(
     method: str,
     uri: URI | str,
     *,
-    via: Via,
+    via: Via | str,
     from_: str,
     to: str,
     call_id: str,
@@ -246,7 +234,9 @@ def make_request(
     contact: str | None = None,
     body: bytes = b"",
     content_type: str | None = None,
+    routes: list[str] | None = None,
 ) -> Request:
+    """Every request the server sends: in-dialog, new INVITEs, CANCEL and ACK."""
     request = Request(method=method, uri=uri if isinstance(uri, URI) else URI.parse(uri))
     h = request.headers
     h.set("Via", str(via))
@@ -255,6 +245,8 @@ def make_request(
     h.set("To", to)
     h.set("Call-ID", call_id)
     h.set("CSeq", str(CSeq(cseq, method)))
+    for route in routes or ():
+        h.add("Route", route)
     if contact:
         h.set("Contact", contact)
     h.set("User-Agent", SERVER_NAME)
@@ -264,8 +256,23 @@ def make_request(
     return request
 
 
-def user_of(uri: URI) -> str:
-    return uri.user or ""
+def request_on_invite(invite: Request, method: str, to: str | None = None) -> Request:
+    """CANCEL (§9.1) or the ACK of a non-2xx (§17.1.1.3) for an INVITE we sent.
+
+    Both reuse the INVITE's Request-URI, top Via, From, Call-ID, CSeq number and
+    Route set; the ACK takes To from the response (it carries the callee's tag).
+    """
+    h = invite.headers
+    return make_request(
+        method,
+        invite.uri,
+        via=h.getlist("Via")[0],
+        from_=h["From"],
+        to=to if to is not None else h["To"],
+        call_id=h["Call-ID"],
+        cseq=invite.cseq.sequence,
+        routes=h.getlist("Route"),
+    )
 
 
 _SHED_METHODS = (b"REGISTER ", b"INVITE ")

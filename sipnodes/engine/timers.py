@@ -12,6 +12,11 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+# Turns an instant of the monotonic clock the cores run on into UTC epoch
+# seconds, for timestamps in events, CDRs and Redis records; the shell owns both
+# clocks, so a wall-clock step never moves a timer.
+ToWall = Callable[[float], float]
+
 
 def _noop(*_: Any) -> None:
     return None

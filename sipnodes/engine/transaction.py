@@ -14,11 +14,20 @@ bounds it. One place for all retransmissions keeps the B2BUA simpler.
 from __future__ import annotations
 
 import enum
-from typing import Any, Protocol
+from typing import Protocol
 
-from sipmessage import URI, CSeq, Request, Response
+from sipmessage import URI, Request, Response
 
-from .sipmsg import MAGIC_COOKIE, Peer, Send, from_addr, response_peer, serialize, top_via
+from .sipmsg import (
+    MAGIC_COOKIE,
+    Peer,
+    Send,
+    from_addr,
+    request_on_invite,
+    response_peer,
+    serialize,
+    top_via,
+)
 from .timers import Scheduler, Timer
 
 T1 = 0.5  # RTT estimate
@@ -119,6 +128,16 @@ class TransactionUser(Protocol):
     def on_timeout(self, tx: ClientTransaction | ServerTransaction, now: float) -> None: ...
 
 
+class NoUser:
+    """The TU of a layer nobody has claimed yet: responses and timeouts are dropped."""
+
+    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
+        return None
+
+    def on_timeout(self, tx: ClientTransaction | ServerTransaction, now: float) -> None:
+        return None
+
+
 class Transaction:
     kind: Kind
     state: State
@@ -128,7 +147,7 @@ class Transaction:
         self.request = request
         self.peer = peer
         self.branch = top_via(request).parameters.get("branch") or ""
-        self.owner: Any = None  # the TU's handle: (call, purpose) or the call
+        self.owner: object = None  # the TU's handle for this transaction (None: not the TU's)
         self._timers: dict[str, Timer] = {}
 
     def _fire(self, event: str) -> bool:
@@ -161,10 +180,6 @@ class Transaction:
 
     def handle_timer(self, name: str, now: float) -> None:
         raise NotImplementedError
-
-    def timer_deadline(self, name: str) -> float | None:
-        timer = self._timers.get(name)
-        return timer.when if timer else None
 
 
 class ClientTransaction(Transaction):
@@ -232,7 +247,9 @@ class ClientTransaction(Transaction):
             else:
                 # §17.1.1.3: the transaction ACKs a non-2xx final itself.
                 if self._ack is None:
-                    self._ack = serialize(self._make_ack(response))
+                    self._ack = serialize(
+                        request_on_invite(self.request, "ACK", response.headers["To"])
+                    )
                     self._stop("timer_A")
                     self._stop("timer_B")
                     self._start("timer_D", now + (0 if self.peer.reliable else TIMER_D))
@@ -251,19 +268,6 @@ class ClientTransaction(Transaction):
             self.request = _DONE
             self.last_response = None
             self.data = b""
-
-    def _make_ack(self, response: Response) -> Request:
-        req = self.request
-        ack = Request(method="ACK", uri=req.uri)
-        ack.headers.set("Via", req.headers.getlist("Via")[0])
-        ack.headers.set("Max-Forwards", "70")
-        ack.headers.set("From", req.headers["From"])
-        ack.headers.set("To", response.headers["To"])
-        ack.headers.set("Call-ID", req.headers["Call-ID"])
-        ack.headers.set("CSeq", str(CSeq(req.cseq.sequence, "ACK")))
-        for route in req.headers.getlist("Route"):
-            ack.headers.add("Route", route)
-        return ack
 
 
 class ServerTransaction(Transaction):
@@ -356,10 +360,12 @@ def server_key(request: Request) -> tuple[str, ...]:
 class TransactionLayer:
     """Holds the live transactions and matches incoming messages to them."""
 
-    def __init__(self, scheduler: Scheduler, outbox: list[Send], tu: TransactionUser) -> None:
+    def __init__(
+        self, scheduler: Scheduler, outbox: list[Send], tu: TransactionUser | None = None
+    ) -> None:
         self.scheduler = scheduler
         self.outbox = outbox
-        self.tu = tu
+        self.tu: TransactionUser = tu or NoUser()
         self.client: dict[tuple[str, str], ClientTransaction] = {}
         self.server: dict[tuple[str, ...], ServerTransaction] = {}
 

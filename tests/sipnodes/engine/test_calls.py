@@ -1,5 +1,7 @@
 """The B2BUA (half-call model) through the sans-IO Engine, on a fake clock."""
 
+import dataclasses
+
 import pytest
 
 from sipnodes.engine.core import Engine
@@ -13,8 +15,8 @@ T0 = 1000.0
 
 
 class Scene:
-    def __init__(self, **overrides):
-        self.engine = Engine(make_config(**overrides), T0, secret=b"s" * 16)
+    def __init__(self, to_wall=lambda now: now, **overrides):
+        self.engine = Engine(make_config(**overrides), T0, secret=b"s" * 16, to_wall=to_wall)
         self.net = Net(self.engine)
         self.a = Phone(self.net, "100", 6000)
         self.b = Phone(self.net, "101", 6002)
@@ -118,7 +120,7 @@ class Scene:
         return req
 
     def events(self, type_):
-        return [e.data for e in self.engine.events if e.type == type_]
+        return [dataclasses.asdict(e.data) for e in self.engine.events if e.type == type_]
 
     def cdr(self):
         [cdr] = self.events("cdr")
@@ -263,6 +265,35 @@ def test_no_answer_timeout():
     assert [m.method for m in s.b.take()] == ["CANCEL"]
     cdr = s.cdr()
     assert cdr["fci"] == "callTag=5;cause=19" and cdr["released_by"] == "server"
+
+
+class SteppedWallClock:
+    """UTC = the monotonic instant + an offset; moving the offset is an NTP step."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def to_wall(self, instant: float) -> float:
+        return instant + self.offset
+
+
+def test_a_wall_clock_step_moves_timestamps_but_no_timer():
+    clock = SteppedWallClock(1_800_000_000.0 - T0)
+    s = Scene(to_wall=clock.to_wall, call_limits={"no_answer_timeout": 30})
+    s.invite(now=T0 + 1)  # the no-answer timer is due at T0 + 31 on the monotonic clock
+    binv = s.callee_invite()
+    s.b.send(s.b.respond(binv, 180, "btag"), T0 + 2)
+    s.a.take()
+    clock.offset += 3600  # an hour forward: a wall-clock timer would fire at once
+    s.net.timer(T0 + 30.9)
+    assert s.a.take() == [] and s.events("cdr") == []
+    clock.offset -= 7200  # an hour back from where it started: nor would it fire late
+    s.net.timer(T0 + 31)
+    assert s.a.take()[-1].code == 480
+    cdr = s.cdr()
+    assert cdr["start"] == 1_800_000_001.0 and cdr["ring"] == 1_800_000_002.0
+    assert cdr["release"] == 1_800_000_031.0 - 3600
+    assert [e.ts for e in s.engine.events if e.type == "cdr"] == [cdr["release"]]
 
 
 def test_max_call_duration():
