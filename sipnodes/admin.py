@@ -1,10 +1,29 @@
-from django.contrib import admin
-from django.db.models import QuerySet
-from django.http import HttpRequest
+"""The operator's pages for hosts, servers and their users (Django admin).
 
-from sipnodes import services
+Every change goes through `sipnodes.services`, which hands it to the host's agent once
+committed; nothing here writes a server's ports or edition, or talks to a host, itself.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminDateWidget
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+
+from sipnodes import selectors, services
 from sipnodes.models import Cdr, LocalUser, PortAllocation, SipHost, VirtualServer
-from sipnodes.provisioning import apply_on_commit
+
+# The server fields an operator edits on its page, besides SYSTEM_SETTINGS.
+CALLBACK_FIELDS = ("callback_app_server_address", "callback_default_caller")
 
 
 @admin.register(SipHost)
@@ -28,6 +47,29 @@ class LocalUserInline(admin.TabularInline):
     fields = ("number", "display_name", "call_level")
     readonly_fields = ("number",)
 
+    def has_add_permission(self, request: HttpRequest, obj: VirtualServer | None = None) -> bool:
+        return False  # a new user needs a password, issued once in the tenant pages
+
+
+class EditionForm(forms.Form):
+    edition = forms.TypedChoiceField(choices=VirtualServer.Edition.choices, coerce=int)
+    paid_until = forms.DateField(
+        required=False,
+        widget=AdminDateWidget,
+        help_text="Paid editions only; when it passes, the server falls back to 5 clients.",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if "edition" in cleaned and not self.errors:
+            try:
+                services.edition_validate(
+                    edition=cleaned["edition"], paid_until=cleaned.get("paid_until")
+                )
+            except services.EditionChangeRefused as exc:
+                raise forms.ValidationError(str(exc)) from exc
+        return cleaned
+
 
 @admin.register(VirtualServer)
 class VirtualServerAdmin(admin.ModelAdmin):
@@ -46,7 +88,32 @@ class VirtualServerAdmin(admin.ModelAdmin):
     )
     list_filter = ("edition", "actual_state", "desired_state", "host")
     search_fields = ("name", "tenant__name", "realm")
+    fieldsets = (
+        (None, {"fields": ("name", "tenant", "edition_and_payment", "host", "realm")}),
+        ("Ports", {"fields": ("sip_port", "callback_port", "media_port_first", "media_port_last")}),
+        ("System settings", {"fields": [f for f in services.SYSTEM_SETTINGS if f != "name"]}),
+        ("Call-back", {"fields": CALLBACK_FIELDS}),
+        (
+            "State",
+            {
+                "fields": (
+                    "desired_state",
+                    "awaiting_verification",
+                    "actual_state",
+                    "state_detail",
+                    "state_checked_at",
+                    "restart_count",
+                    "registered_clients",
+                    "registered_clients_at",
+                    "last_registration_at",
+                    "last_call_at",
+                )
+            },
+        ),
+    )
     readonly_fields = (
+        "tenant",
+        "edition_and_payment",
         "realm",
         "host",
         "sip_port",
@@ -54,11 +121,13 @@ class VirtualServerAdmin(admin.ModelAdmin):
         "media_port_first",
         "media_port_last",
         "desired_state",
+        "awaiting_verification",
         "actual_state",
         "state_detail",
         "state_checked_at",
         "restart_count",
         "registered_clients",
+        "registered_clients_at",
         "last_registration_at",
         "last_call_at",
     )
@@ -68,9 +137,107 @@ class VirtualServerAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # servers are created by signup, which allocates their ports
 
-    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
-        super().save_related(request, form, formsets, change)
-        apply_on_commit(form.instance)
+    @admin.display(description="edition")
+    def edition_and_payment(self, server: VirtualServer) -> str:
+        paid = f", paid until {server.paid_until}" if server.paid_until else ""
+        return format_html(
+            '{}{} · <a id="change-edition" href="{}">Change the edition</a>',
+            server.get_edition_display(),
+            paid,
+            reverse("admin:sipnodes_virtualserver_edition", args=[server.pk]),
+        )
+
+    def save_model(
+        self, request: HttpRequest, obj: VirtualServer, form: forms.ModelForm, change: bool
+    ) -> None:
+        """Each changed group of fields goes to the service that owns it."""
+        changed = set(form.changed_data)
+        settings = {f: form.cleaned_data[f] for f in services.SYSTEM_SETTINGS if f in changed}
+        if settings:
+            services.server_update_settings(server=obj, **settings)
+        if changed.intersection(CALLBACK_FIELDS):
+            services.server_update_callback(
+                server=obj,
+                app_server_address=obj.callback_app_server_address,
+                port=obj.callback_port,
+                default_caller=obj.callback_default_caller,
+            )
+
+    def save_formset(
+        self, request: HttpRequest, form: forms.ModelForm, formset: BaseInlineFormSet, change: bool
+    ) -> None:
+        """Local users are changed or deleted here; they are added in the tenant pages."""
+        for user in formset.save(commit=False):
+            services.local_user_update(
+                user=user, display_name=user.display_name, call_level=user.call_level
+            )
+        for user in formset.deleted_objects:
+            services.local_user_delete(user=user)
+
+    def get_deleted_objects(
+        self, objs: Sequence[VirtualServer], request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """A server's ports go with it, though the ledger is read-only row by row."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(PortAllocation._meta.verbose_name)
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request: HttpRequest, obj: VirtualServer) -> None:
+        services.server_delete(server=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[VirtualServer]) -> None:
+        for server in queryset.select_related("host"):
+            services.server_delete(server=server)
+
+    def get_urls(self) -> list[URLPattern]:
+        edition = path(
+            "<path:object_id>/edition/",
+            self.admin_site.admin_view(self.edition_view),
+            name="sipnodes_virtualserver_edition",
+        )
+        return [edition, *super().get_urls()]
+
+    def edition_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Change a server's edition: first show what will happen, then do exactly that."""
+        server = self.get_object(request, object_id)
+        if server is None:
+            raise Http404("no such server")
+        if not self.has_change_permission(request, server):
+            raise PermissionDenied
+        form = EditionForm(
+            request.POST or None,
+            initial={"edition": server.edition, "paid_until": server.paid_until},
+        )
+        preview = None
+        if request.method == "POST" and form.is_valid():
+            edition, paid_until = form.cleaned_data["edition"], form.cleaned_data["paid_until"]
+            if "_confirm" in request.POST:
+                try:
+                    change = services.server_change_edition(
+                        server=server, edition=edition, paid_until=paid_until
+                    )
+                except services.EditionChangeRefused as exc:
+                    form.add_error(None, str(exc))
+                else:
+                    level = messages.WARNING if change.limit_reached else messages.SUCCESS
+                    self.message_user(request, " ".join(change.consequences), level)
+                    self.log_change(
+                        request,
+                        server,
+                        f"Edition {change.old_edition} to {change.new_edition} clients.",
+                    )
+                    return redirect("admin:sipnodes_virtualserver_change", server.pk)
+            preview = selectors.server_edition_change(server=server, edition=edition)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Edition of {server}",
+            "opts": self.opts,
+            "original": server,
+            "form": form,
+            "clients": selectors.server_clients(server=server),
+            "preview": preview,
+        }
+        return TemplateResponse(request, "admin/sipnodes/virtualserver/edition.html", context)
 
     @admin.action(description="Start the selected servers")
     def start_servers(self, request: HttpRequest, queryset: QuerySet[VirtualServer]) -> None:
@@ -92,21 +259,47 @@ class VirtualServerAdmin(admin.ModelAdmin):
 class LocalUserAdmin(admin.ModelAdmin):
     list_display = ("number", "display_name", "server", "call_level")
     search_fields = ("number", "display_name", "server__name")
-    exclude = ("ha1_md5", "ha1_sha256")
+    fields = ("server", "number", "display_name", "call_level")
+    readonly_fields = ("server", "number")  # the number is part of the stored digests
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a new user needs a password, issued once in the tenant pages
 
-    def save_model(self, request: HttpRequest, obj: LocalUser, form, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        apply_on_commit(obj.server)
+    def save_model(
+        self, request: HttpRequest, obj: LocalUser, form: forms.ModelForm, change: bool
+    ) -> None:
+        services.local_user_update(
+            user=obj, display_name=obj.display_name, call_level=obj.call_level
+        )
+
+    def delete_model(self, request: HttpRequest, obj: LocalUser) -> None:
+        services.local_user_delete(user=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[LocalUser]) -> None:
+        for user in queryset.select_related("server__host"):
+            services.local_user_delete(user=user)
 
 
 @admin.register(PortAllocation)
 class PortAllocationAdmin(admin.ModelAdmin):
+    """Read-only: the ledger is written by the services that hand out and free ports."""
+
     list_display = ("host", "port", "purpose", "server")
     list_filter = ("purpose", "host")
     search_fields = ("port", "server__name")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: PortAllocation | None = None
+    ) -> bool:
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: PortAllocation | None = None
+    ) -> bool:
+        return False
 
 
 @admin.register(Cdr)

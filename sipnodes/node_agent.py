@@ -14,8 +14,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from sipnodes import services
-from sipnodes.models import SipHost, VirtualServer
+from sipnodes import selectors, services
+from sipnodes.models import VirtualServer
 from sipnodes.runtime_config import needs_restart, render_runtime_config
 from sipnodes.supervisor import (
     ProcessInfo,
@@ -85,7 +85,7 @@ def ports_in_use(address: str, ports: list[tuple[int, int]]) -> list[str]:
 
 def apply_server(node: Node, server_id: int) -> None:
     """Render, write and (re)start or stop one server's worker; remove it if it left this host."""
-    server = VirtualServer.objects.select_related("host").filter(pk=server_id).first()
+    server = selectors.server_get(server_id=server_id)
     if server is None or server.host.name != node.host_name:
         remove_server(node, server_id)
         return
@@ -197,14 +197,14 @@ def report_server(node: Node, server_id: int, info: ProcessInfo | None) -> None:
 
 def sync_host(node: Node) -> None:
     """Read every worker's state back, and note that this host is alive."""
-    host = SipHost.objects.get(name=node.host_name)
+    host = selectors.host_get(name=node.host_name)
     try:
         infos = node.supervisor.all_info()
     except SupervisorUnavailable as exc:
         services.host_record_seen(host=host, detail=str(exc))
         return
     by_server = {server_id_of(info.name): info for info in infos}
-    ours = set(VirtualServer.objects.filter(host=host).values_list("pk", flat=True))
+    ours = selectors.host_server_ids(host=host)
     for server_id in ours:
         report_server(node, server_id, by_server.get(server_id))
     for server_id in by_server.keys() - ours - {None}:

@@ -40,6 +40,16 @@ def first_free_block(candidates: range, used: set[int], size: int) -> range:
     )
 
 
+def resized_block(candidates: range, used: set[int], current: range, size: int) -> range:
+    """The block for a new size: from the same first port when it fits there, so the
+    worker's ports stay put; else the first free block. `used` leaves out `current`."""
+    in_place = range(current.start, current.start + size)
+    fits = in_place.start in candidates and in_place[-1] in candidates
+    if fits and used.isdisjoint(in_place):
+        return in_place
+    return first_free_block(candidates, used, size)
+
+
 def host_has_room(host: SipHost, edition: int) -> bool:
     used = used_ports(host)
     ranges = host.port_ranges()

@@ -11,14 +11,16 @@ def host_queue(host_name: str) -> str:
 
 
 def _send(task: str, server: VirtualServer) -> None:
-    queue = host_queue(server.host.name)
+    # Read now: a server deleted in the same transaction has no pk by commit time.
+    args, queue = [server.pk], host_queue(server.host.name)
     transaction.on_commit(
-        lambda: current_app.send_task(f"sipnodes.tasks.{task}", args=[server.pk], queue=queue)
+        lambda: current_app.send_task(f"sipnodes.tasks.{task}", args=args, queue=queue)
     )
 
 
 def apply_on_commit(server: VirtualServer) -> None:
-    """The worker's config or desired state changed: let the agent converge it."""
+    """The worker's config or desired state changed, or the server is gone: let the agent
+    converge it (a worker whose server no longer exists is removed)."""
     _send("apply_server", server)
 
 

@@ -6,13 +6,17 @@ This is the only place where the control plane's names meet the engine's schema.
 from pathlib import Path
 from typing import Any
 
-from sipnodes.models import LocalUser, VirtualServer
+from sipnodes.models import VirtualServer
+from sipnodes.selectors import server_local_users
+
+# The sockets a worker binds when it starts: a change to one of them needs a restart.
+BOUND_AT_START = ("address", "sip_port", "callback_port")
 
 
 def render_runtime_config(
     server: VirtualServer, *, redis_url: str, spool_dir: Path
 ) -> dict[str, Any]:
-    users = LocalUser.objects.filter(server=server).order_by("number")
+    users = server_local_users(server=server)
     return {
         "server_id": server.pk,
         "name": server.name,
@@ -59,5 +63,8 @@ def render_runtime_config(
 
 
 def needs_restart(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
-    """Ports are bound at start; every other setting is re-read on SIGHUP."""
-    return old is None or old.get("listen") != new["listen"]
+    """Only the SIP and call-back sockets are bound at start; every other setting, an
+    edition's client limit and media block included, reaches the worker by SIGHUP."""
+    if old is None:
+        return True
+    return any(old["listen"].get(key) != new["listen"][key] for key in BOUND_AT_START)

@@ -7,10 +7,11 @@ from datetime import date
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from sipnodes import ports
+from sipnodes import ports, selectors
 from sipnodes.credentials import digest_ha1, random_sip_password
 from sipnodes.models import FREE_EDITION, LocalUser, PortAllocation, SipHost, VirtualServer
 from sipnodes.provisioning import apply_on_commit, restart_on_commit
+from sipnodes.selectors import EditionChange
 from tenants.models import Tenant
 
 STARTER_USER_NUMBERS = ("100", "101", "102")
@@ -22,6 +23,10 @@ class NoHostAvailable(Exception):
 
 class PortInUse(Exception):
     """The asked port belongs to another server or lies outside the host's range."""
+
+
+class EditionChangeRefused(Exception):
+    """The edition cannot be changed as asked; the message says why, for the operator."""
 
 
 @dataclass(frozen=True)
@@ -194,18 +199,74 @@ def server_restart(*, server: VirtualServer) -> None:
 
 
 @transaction.atomic
+def server_delete(*, server: VirtualServer) -> None:
+    """Delete a server with its ports, users and CDRs; its host's agent removes the worker."""
+    apply_on_commit(server)
+    server.delete()
+
+
+def edition_validate(*, edition: int, paid_until: date | None) -> None:
+    """A paid edition runs until a date not yet past; the free edition never expires."""
+    if edition not in VirtualServer.Edition.values:
+        raise EditionChangeRefused(f"there is no {edition}-client edition")
+    if edition == FREE_EDITION:
+        if paid_until is not None:
+            raise EditionChangeRefused("the free edition never expires: leave paid until empty")
+    elif paid_until is None:
+        raise EditionChangeRefused("a paid edition needs the date it is paid until")
+    elif paid_until < timezone.localdate():
+        raise EditionChangeRefused(f"paid until {paid_until} is in the past")
+
+
+@transaction.atomic
+def server_change_edition(
+    *, server: VirtualServer, edition: int, paid_until: date | None
+) -> EditionChange:
+    """Set the edition and re-size the media block to it, moving the block only if it
+    cannot grow in place. The SIP and call-back ports stay, so the running worker gets the
+    new limit by a reload, not a restart. Clients over a lower limit stay registered until
+    they leave; the returned change says so."""
+    edition_validate(edition=edition, paid_until=paid_until)
+    ports.lock_host(server.host_id)
+    server.refresh_from_db()
+    change = selectors.server_edition_change(server=server, edition=edition)
+    new, old = change.new_media, change.old_media
+    if new is None:
+        raise EditionChangeRefused(change.consequences[0])
+    if new != old:
+        PortAllocation.objects.filter(server=server, purpose=PortAllocation.Purpose.MEDIA).exclude(
+            port__range=(new.start, new[-1])
+        ).delete()
+        ports.record_allocation(
+            server, PortAllocation.Purpose.MEDIA, [port for port in new if port not in old]
+        )
+    server.edition, server.paid_until = edition, paid_until
+    server.media_port_first, server.media_port_last = new.start, new[-1]
+    server.save(
+        update_fields=[
+            "edition",
+            "paid_until",
+            "media_port_first",
+            "media_port_last",
+            "updated_at",
+        ]
+    )
+    if edition != change.old_edition:
+        apply_on_commit(server)
+    return change
+
+
+@transaction.atomic
 def lapse_paid_editions(*, today: date) -> int:
     """A paid edition whose `paid_until` has passed falls back to the free 5 clients."""
-    lapsed = VirtualServer.objects.select_related("host").filter(
-        paid_until__lt=today, edition__gt=FREE_EDITION
+    lapsed = list(
+        VirtualServer.objects.select_related("host").filter(
+            paid_until__lt=today, edition__gt=FREE_EDITION
+        )
     )
-    count = 0
     for server in lapsed:
-        server.edition, server.paid_until = FREE_EDITION, None
-        server.save(update_fields=["edition", "paid_until", "updated_at"])
-        apply_on_commit(server)
-        count += 1
-    return count
+        server_change_edition(server=server, edition=FREE_EDITION, paid_until=None)
+    return len(lapsed)
 
 
 def server_record_worker_state(*, server_id: int, state: str, detail: str) -> None:

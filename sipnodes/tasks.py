@@ -3,8 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
-from sipnodes import node_agent, services
-from sipnodes.models import SipHost
+from sipnodes import node_agent, selectors, services
 from sipnodes.provisioning import host_queue
 
 
@@ -31,5 +30,5 @@ def sync_host() -> None:
 @shared_task(soft_time_limit=20, time_limit=30)
 def poll_hosts() -> None:
     """Ask every host's agent for a state report; a host that never answers goes stale."""
-    for name in SipHost.objects.values_list("name", flat=True):
+    for name in selectors.host_names():
         sync_host.apply_async(queue=host_queue(name))

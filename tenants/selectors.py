@@ -34,7 +34,3 @@ def get_member_local_user(
 ) -> LocalUser:
     server = get_member_server(user, server_pk, change=change)
     return get_object_or_404(LocalUser.objects.select_related("server"), server=server, pk=pk)
-
-
-def server_local_users(server: VirtualServer) -> QuerySet[LocalUser]:
-    return LocalUser.objects.filter(server=server)

@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
+from sipnodes import selectors as sipnode_selectors
 from sipnodes import services as sipnode_services
 from sipnodes.models import VirtualServer
 from sipnodes.services import NoHostAvailable, PortInUse
@@ -64,7 +65,8 @@ def server_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "tenants/server_detail.html",
         {
             "server": server,
-            "users": selectors.server_local_users(server),
+            "users": sipnode_selectors.server_local_users(server=server),
+            "clients": sipnode_selectors.server_clients(server=server),
             "can_change": selectors.membership(request.user, server).can_change,
             "power_actions": ["start", "stop", "restart"],
         },

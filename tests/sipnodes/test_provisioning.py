@@ -6,6 +6,7 @@ import json
 import pytest
 import redis
 from django.conf import settings
+from django.utils import timezone
 
 from sipnodes import services
 from sipnodes.models import VirtualServer
@@ -85,3 +86,26 @@ def test_a_lapsed_paid_edition_falls_back_to_five_clients_and_reaches_the_worker
     assert (paid.edition, paid.paid_until) == (50, datetime.date(2026, 2, 1))
     assert lapsed.desired_state == "running"  # it falls back, it is not stopped
     assert queued(broker) == [("sipnodes.tasks.apply_server", f"[{lapsed.pk}]")]
+
+
+def test_an_edition_change_reaches_the_worker_as_a_reload_not_a_restart(
+    tenant_a, broker, django_capture_on_commit_callbacks
+):
+    server = tenant_a.server
+    paid_until = timezone.localdate() + datetime.timedelta(days=30)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.server_change_edition(server=server, edition=10, paid_until=paid_until)
+        # A later payment date alone changes nothing in the worker.
+        services.server_change_edition(
+            server=server, edition=10, paid_until=paid_until + datetime.timedelta(days=30)
+        )
+    assert queued(broker) == [("sipnodes.tasks.apply_server", f"[{server.pk}]")]
+
+
+def test_a_deleted_server_is_sent_to_its_host_by_id(
+    tenant_a, broker, django_capture_on_commit_callbacks
+):
+    server_id = tenant_a.server.pk
+    with django_capture_on_commit_callbacks(execute=True):
+        services.server_delete(server=tenant_a.server)
+    assert queued(broker) == [("sipnodes.tasks.apply_server", f"[{server_id}]")]

@@ -18,6 +18,20 @@ def test_server_page_shows_address_ports_edition_state_and_clients(owner_client,
     assert '<span id="server-state">Unknown</span> (wanted: running)' in html
 
 
+def test_the_server_page_says_when_more_clients_are_registered_than_the_edition_allows(
+    owner_client, tenant_a
+):
+    server = tenant_a.server
+    VirtualServer.objects.filter(pk=server.pk).update(edition=10, registered_clients=12)
+    html = owner_client.get(server.get_absolute_url()).content.decode()
+    assert "12 of 10 clients registered" in html
+    assert re.search(r'id="over-limit">[^<]*no new client can register until fewer than 10', html)
+
+    VirtualServer.objects.filter(pk=server.pk).update(registered_clients=10)
+    html = owner_client.get(server.get_absolute_url()).content.decode()
+    assert "10 of 10 clients registered" in html and "over-limit" not in html
+
+
 def test_owner_edits_system_settings(owner_client, tenant_a):
     url = reverse("tenants:server-settings", args=[tenant_a.server.pk])
     response = owner_client.post(
