@@ -2,8 +2,8 @@
 
 Creates a scratch database on the PostgreSQL server of BENCH_DATABASE_URL (default: the
 test server on 127.0.0.1:5432, as the tests' role) and migrates it; fills a Redis stream
-of its own (database 12 on 127.0.0.1:6379) with events made by the engine's own code,
-nine CDRs to one registration, spread over many servers; then times
+of its own (database 12 on 127.0.0.1:6379) with events made by the engine's own code (the
+tests' sample CDR), nine CDRs to one registration, spread over many servers; then times
 `IngestConsumer.run(drain=True)` for each batch size. The database and the stream are
 dropped at the end.
 
@@ -70,9 +70,9 @@ def make_servers(count: int) -> list[int]:
 
 
 def fill(client: redis.Redis, stream: str, servers: list[int], cdrs: int) -> None:
-    from sipnodes.engine.cdr import CallTag, Cdr
     from sipnodes.engine.events import make_event
     from sipnodes.engine.registrar import RegistrationChange
+    from tests.factories import sample_cdr_event
 
     now = time.time()
     pipe = client.pipeline(transaction=False)
@@ -80,14 +80,9 @@ def fill(client: redis.Redis, stream: str, servers: list[int], cdrs: int) -> Non
         server_id = servers[n % len(servers)]
         if n % 10 == 9:
             change = RegistrationChange("register", "100", "sip:100@127.0.0.1", 3600, n % 5)
-            event = make_event("registration", server_id, now + n, change.data())
+            event = make_event(change.data(), server_id, now + n)
         else:
-            start = now + n
-            cdr = Cdr(
-                str(uuid.uuid4()), f"{n}@bench", "100", "101", "101", "local",
-                start, start + 0.5, start + 2, start + 60, "caller", 200, CallTag.CALLER_BYE, 16,
-            )  # fmt: skip
-            event = make_event("cdr", server_id, start + 60, cdr.data(), event_id=cdr.uuid)
+            event = sample_cdr_event(server_id, now + n)
         pipe.xadd(stream, event.fields())
         if len(pipe) >= 1000:
             pipe.execute()
@@ -95,7 +90,7 @@ def fill(client: redis.Redis, stream: str, servers: list[int], cdrs: int) -> Non
 
 
 def run(cdrs: int, servers: int, batch_sizes: list[int]) -> None:
-    from sipnodes.ingest import IngestConsumer
+    from sipnodes.ingest.consumer import IngestConsumer
     from sipnodes.models import Cdr
 
     server_ids = make_servers(servers)

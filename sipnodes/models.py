@@ -231,7 +231,11 @@ class LocalUser(models.Model):
 
 
 class Cdr(models.Model):
-    """A call detail record written by a virtual server's O-side; unique by its UUID."""
+    """A call detail record written by a virtual server's O-side; unique by its UUID.
+
+    The columns are the fields of the CDR event, `sipnodes.engine.events.CdrData`
+    (its times as datetimes: `sipnodes.ingest.parse.cdr_columns`).
+    """
 
     uuid = models.UUIDField(unique=True)
     server = models.ForeignKey(VirtualServer, on_delete=models.CASCADE, related_name="cdrs")

@@ -10,10 +10,10 @@ otherwise the server's own value: `cause_for_status` (one table, RFC 3398
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import enum
 import re
-from typing import Any
+
+from .events import CdrData
 
 NORMAL_CLEARING = 16
 USER_BUSY = 17
@@ -145,14 +145,10 @@ def release_cause(status: int, reason_headers: list[str]) -> int:
     return cause_for_status(status)
 
 
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
-
-
 @dataclasses.dataclass(frozen=True)
 class Cdr:
+    """The facts of one released call; `data()` derives the rest (answered, talk time, FCI)."""
+
     uuid: str
     call_id: str
     caller: str
@@ -180,22 +176,7 @@ class Cdr:
     def fci(self) -> str:
         return f"callTag={int(self.call_tag)};cause={self.cause}"
 
-    def data(self) -> dict[str, Any]:
-        """The `data` of the stream event (field names agreed with the ingest)."""
-        return {
-            "uuid": self.uuid,
-            "call_id": self.call_id,
-            "caller": self.caller,
-            "dialed": self.dialed,
-            "callee": self.callee,
-            "route": self.route,
-            "start": iso(self.start),
-            "ring": iso(self.ring),
-            "answer": iso(self.answer),
-            "release": iso(self.release),
-            "talk_seconds": self.talk_seconds,
-            "released_by": self.released_by,
-            "status": self.status,
-            "fci": self.fci,
-            "answered": self.answered,
-        }
+    def data(self) -> CdrData:
+        """The CDR event's payload: `CdrData` names the fields, this record supplies them."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(CdrData)}
+        return CdrData(**{**values, "call_tag": int(self.call_tag)})

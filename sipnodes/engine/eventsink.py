@@ -22,7 +22,15 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from .events import STREAM_KEY, STREAM_MAXLEN, Event, live_calls_key, live_channel
+from .events import (
+    STREAM_KEY,
+    STREAM_MAXLEN,
+    CallData,
+    Event,
+    MalformedEvent,
+    live_calls_key,
+    live_channel,
+)
 from .location import Binding, LocationOp, location_key
 
 log = logging.getLogger(__name__)
@@ -129,14 +137,14 @@ class EventSink:
         for event in batch:
             fields: dict[Any, Any] = event.fields()
             pipe.xadd(STREAM_KEY, fields, maxlen=STREAM_MAXLEN, approximate=True)
-            if event.type == "call":
-                call_id = str(event.data.get("call_id", ""))
-                if event.data.get("state") == "released":
-                    pipe.hdel(calls_key, call_id)
+            if isinstance(event.data, CallData):
+                text = event.to_json()
+                if event.data.state == "released":
+                    pipe.hdel(calls_key, event.data.call_id)
                 else:
-                    pipe.hset(calls_key, call_id, event.to_json())
+                    pipe.hset(calls_key, event.data.call_id, text)
                 if live:
-                    pipe.publish(live_channel(self.server_id), event.to_json())
+                    pipe.publish(live_channel(self.server_id), text)
         await pipe.execute()
         self._reset_calls = False
 
@@ -162,8 +170,8 @@ class EventSink:
                 for line in chunk:
                     try:
                         events.append(Event.from_json(line))
-                    except (ValueError, KeyError):
-                        log.warning("skipping unreadable spool line %r", line[:80])
+                    except MalformedEvent as exc:
+                        log.warning("skipping unreadable spool line %r: %s", line[:80], exc)
                 await self._write(events, live=False)
                 done += len(chunk)
                 self.sent += len(events)

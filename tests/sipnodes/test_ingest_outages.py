@@ -12,7 +12,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +19,17 @@ import psycopg
 import pytest
 import redis
 
-from sipnodes.engine.cdr import CallTag, Cdr
-from sipnodes.engine.events import STREAM_KEY, STREAM_MAXLEN, Event, make_event
+from sipnodes.engine.events import (
+    STREAM_KEY,
+    STREAM_MAXLEN,
+    CdrData,
+    Event,
+    RegistrationData,
+    make_event,
+)
 from sipnodes.engine.registrar import RegistrationChange
-from sipnodes.ingest import GROUP
+from sipnodes.ingest.consumer import GROUP
+from tests.factories import sample_cdr_event
 from tests.support import PYTHON, ROOT, wait_for
 
 from .private_servers import manage, manage_env
@@ -55,24 +61,8 @@ class Producer(threading.Thread):
         now = time.time()
         if n % 10 == 9:
             change = RegistrationChange("register", "100", "sip:100@127.0.0.1:5070", 3600, n % 4)
-            return make_event("registration", self.server_id, now, change.data())
-        cdr = Cdr(
-            uuid=str(uuid.uuid4()),
-            call_id=f"{n}@127.0.0.1",
-            caller="100",
-            dialed="101",
-            callee="101",
-            route="local",
-            start=now - 10,
-            ring=now - 9.5,
-            answer=now - 8,
-            release=now,
-            released_by="caller",
-            status=200,
-            call_tag=CallTag.CALLER_BYE,
-            cause=16,
-        )
-        return make_event("cdr", self.server_id, now, cdr.data(), event_id=cdr.uuid)
+            return make_event(change.data(), self.server_id, now)
+        return sample_cdr_event(self.server_id, now - 32.6)
 
     def run(self) -> None:
         n = 0
@@ -89,11 +79,11 @@ class Producer(threading.Thread):
                     self._halt.wait(0.1)
             else:
                 return
-            if event.type == "cdr":
+            if isinstance(event.data, CdrData):
                 self.sent.append(event.event_id)
-                self.last_start = max(self.last_start, event.ts - 10)
-            else:
-                self.last_clients = event.data["registered_clients"]
+                self.last_start = max(self.last_start, event.data.start)
+            elif isinstance(event.data, RegistrationData):
+                self.last_clients = event.data.registered_clients
             n += 1
             self._halt.wait(1 / EVENTS_PER_SECOND)
 
@@ -168,8 +158,18 @@ def _pending(redis_url: str) -> int:
         return client.xpending(STREAM_KEY, GROUP)["pending"]
 
 
-def _log_says(log_path: Path, text: str) -> bool:
-    return text in log_path.read_text(errors="replace")
+def _log_says(log_path: Path, text: str, times: int = 1) -> bool:
+    return log_path.read_text(errors="replace").count(text) >= times
+
+
+def _written_after(pg, producer: Producer, sent_before: int, count: int = 100) -> bool:
+    """`count` CDRs sent after the first `sent_before` are in the database.
+
+    The consumer reads the stream in order, so this also means that everything
+    sent before them is there: the backlog is written and new CDRs keep flowing.
+    """
+    later = producer.sent[sent_before : sent_before + count]
+    return len(later) == count and set(later) <= set(_cdr_uuids(pg))
 
 
 def _assert_every_cdr_once(pg, redis_url: str, producer: Producer, server_id: int) -> None:
@@ -186,7 +186,7 @@ def _assert_every_cdr_once(pg, redis_url: str, producer: Producer, server_id: in
             " FROM sipnodes_virtualserver WHERE id = %s",
             [server_id],
         ).fetchone()
-    assert abs(float(last_call_at) - producer.last_start) < 0.01  # CDR times are in ms
+    assert abs(float(last_call_at) - producer.last_start) < 0.01
     assert clients == producer.last_clients
 
 
@@ -199,12 +199,21 @@ def test_every_cdr_is_written_once_across_a_database_crash(
     pg.stop("immediate")
     wait_for(lambda: _log_says(ingest, "database unavailable"), 20, "the consumer to notice")
     sent_at_crash = len(producer.sent)
-    time.sleep(3)  # events keep arriving while the database is down
+    # Events keep arriving while the database is down, and the consumer retries its batch.
+    wait_for(
+        lambda: len(producer.sent) - sent_at_crash > 100, 30, "100 CDRs sent during the outage"
+    )
+    wait_for(lambda: _log_says(ingest, "; attempt 2,"), 20, "the consumer to retry its batch")
     assert len(producer.sent) - sent_at_crash > 100
     assert _pending(private_redis.url) > 0  # read, but not acknowledged without a commit
+    sent_at_restart = len(producer.sent)
     pg.start()
 
-    time.sleep(2)
+    wait_for(
+        lambda: _written_after(pg, producer, sent_at_restart),
+        60,
+        "the backlog and 100 CDRs sent after the restart in the database",
+    )
     _assert_every_cdr_once(pg, private_redis.url, producer, server_id)
 
 
@@ -216,9 +225,15 @@ def test_every_cdr_is_written_once_across_a_redis_restart(
 
     private_redis.stop()
     wait_for(lambda: _log_says(ingest, "redis unavailable"), 20, "the consumer to notice")
-    time.sleep(2)
+    wait_for(lambda: producer.failures > 0, 20, "the producer to meet the outage")
+    wait_for(lambda: _log_says(ingest, "redis unavailable", 2), 20, "the consumer to retry")
+    sent_at_restart = len(producer.sent)
     private_redis.start()
 
-    time.sleep(2)
+    wait_for(
+        lambda: _written_after(pg, producer, sent_at_restart),
+        60,
+        "the backlog and 100 CDRs sent after the restart in the database",
+    )
     assert producer.failures > 0  # the producer really met the outage too
     _assert_every_cdr_once(pg, private_redis.url, producer, server_id)

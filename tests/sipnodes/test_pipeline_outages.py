@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.sipnodes.engine.processes import Sipp, WorkerProcess
+from tests.sipnodes.engine.processes import WorkerProcess
 from tests.sipnodes.private_servers import manage, manage_env
 from tests.support import PYTHON, ROOT, free_port, stop_process, wait_for
 
@@ -22,7 +22,9 @@ CALLS_PER_PHASE = 3
 
 
 @pytest.fixture
-def pipeline(tmp_path, migrated_private_postgres, private_redis) -> Iterator[dict]:
+def pipeline(sipp, tmp_path, migrated_private_postgres, private_redis) -> Iterator[dict]:
+    """A worker and `ingest_events` against the private servers; `sipp` is the shared fixture
+    (asked for first, so a missing SIPp skips, or fails on CI, before any server starts)."""
     env = manage_env(migrated_private_postgres.url, private_redis.url)
     server_id = int(
         manage(
@@ -43,13 +45,11 @@ def pipeline(tmp_path, migrated_private_postgres, private_redis) -> Iterator[dic
     ingest = subprocess.Popen(
         [PYTHON, "manage.py", "ingest_events"], cwd=ROOT, env=env, stdout=log, stderr=log
     )
-    sipp = Sipp(tmp_path)
     try:
         worker.start()
         yield {"worker": worker, "sipp": sipp, "pg": migrated_private_postgres,
                "redis": private_redis, "log": tmp_path / "ingest.log"}  # fmt: skip
     finally:
-        sipp.stop_all()
         worker.stop()
         stop_process(ingest, timeout=15)
         log.close()
@@ -67,7 +67,7 @@ def cdr_rows(pipeline: dict) -> list[tuple]:
     try:
         with pipeline["pg"].connect() as conn:
             return conn.execute(
-                "SELECT uuid, caller, dialed, answered, fci FROM sipnodes_cdr"
+                "SELECT uuid, caller, dialed, answered, fci, call_tag, cause FROM sipnodes_cdr"
             ).fetchall()
     except psycopg.Error:  # the cluster is down or starting; the caller retries
         return []
@@ -86,7 +86,7 @@ def assert_every_cdr_once(pipeline: dict, calls: int) -> None:
     wait_for(lambda: len(cdr_rows(pipeline)) >= calls, 60, f"{calls} CDRs in PostgreSQL")
     rows = cdr_rows(pipeline)
     assert len(rows) == calls == len({row[0] for row in rows})
-    assert all(row[1:] == ("100", "101", True, "callTag=1;cause=16") for row in rows)
+    assert all(row[1:] == ("100", "101", True, "callTag=1;cause=16", 1, 16) for row in rows)
     pending = pipeline["redis"].client().xpending("sipcloud:events", "ingest")
     assert pending["pending"] == 0
 

@@ -1,5 +1,6 @@
 import configparser
 
+from sipnodes.engine.events import CrashData
 from sipnodes.exit_listener import crashed_server
 from sipnodes.supervisor import program_section, write_atomically
 
@@ -39,7 +40,7 @@ def test_an_unexpected_exit_of_a_worker_is_a_crash():
     payload = "processname:vs-42 groupname:vs-42 from_state:RUNNING expected:0 pid:991"
     assert crashed_server(headers("PROCESS_STATE_EXITED"), payload) == (
         42,
-        {"state": "crashed", "pid": 991},
+        CrashData(pid=991),
     )
 
 
@@ -51,5 +52,5 @@ def test_expected_exits_and_other_programs_are_not_crashes():
     backoff = "processname:vs-3 groupname:vs-3 from_state:STARTING tries:1"
     assert crashed_server(headers("PROCESS_STATE_BACKOFF"), backoff) == (
         3,
-        {"state": "crashed", "pid": 0},
+        CrashData(pid=0),
     )

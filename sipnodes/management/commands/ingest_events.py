@@ -3,11 +3,11 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from sipnodes.ingest import BATCH_SIZE, IngestConsumer
+from sipnodes.ingest.consumer import BATCH_SIZE, IngestConsumer
 
 
 class Command(BaseCommand):
-    help = "Write worker events (CDRs, registrations) from Redis to the database until stopped."
+    help = "Write worker events from the Redis Stream to the database until stopped."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true", help="ingest what is waiting, then exit")

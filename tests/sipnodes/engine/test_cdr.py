@@ -3,11 +3,12 @@ import pytest
 from sipnodes.engine.cdr import (
     STATUS_TO_CAUSE,
     CallTag,
-    Cdr,
     cause_for_status,
     q850_cause,
     release_cause,
 )
+from sipnodes.engine.events import CdrData
+from tests.factories import sample_cdr
 
 
 @pytest.mark.parametrize(
@@ -57,10 +58,11 @@ def test_every_call_tag_is_documented():
         assert tag.__doc__ and tag.__doc__ != CallTag.__doc__
 
 
-def test_cdr_data_fields():
-    cdr = Cdr(
-        uuid="u",
-        call_id="c",
+def test_cdr_data_is_the_event_payload_with_times_in_epoch_seconds():
+    cdr = sample_cdr(start=1000.0, ring=1001.0, answer=1002.0, release=1012.5)
+    assert cdr.data() == CdrData(
+        uuid=cdr.uuid,
+        call_id=cdr.call_id,
         caller="100",
         dialed="101",
         callee="101",
@@ -69,29 +71,18 @@ def test_cdr_data_fields():
         ring=1001.0,
         answer=1002.0,
         release=1012.5,
+        talk_seconds=10.5,
         released_by="caller",
         status=200,
-        call_tag=CallTag.CALLER_BYE,
+        call_tag=1,
         cause=16,
+        fci="callTag=1;cause=16",
+        answered=True,
     )
-    data = cdr.data()
-    assert data["fci"] == "callTag=1;cause=16"
-    assert data["talk_seconds"] == 10.5 and data["answered"] is True
-    assert data["start"] == "1970-01-01T00:16:40.000+00:00"
-    assert set(data) == {
-        "uuid",
-        "call_id",
-        "caller",
-        "dialed",
-        "callee",
-        "route",
-        "start",
-        "ring",
-        "answer",
-        "release",
-        "talk_seconds",
-        "released_by",
-        "status",
-        "fci",
-        "answered",
-    }
+    assert type(cdr.data().call_tag) is int  # the number, not the CallTag member
+
+
+def test_an_unanswered_cdr_has_no_answer_time_and_no_talk_time():
+    data = sample_cdr(answered=False).data()
+    assert (data.answer, data.talk_seconds, data.answered) == (None, 0.0, False)
+    assert (data.call_tag, data.cause, data.fci) == (4, 17, "callTag=4;cause=17")
