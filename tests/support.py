@@ -1,4 +1,4 @@
-"""Helpers every end-to-end test uses: free ports, bounded waits, processes, SIP probes.
+"""Helpers every end-to-end test uses: tools, free ports, bounded waits, processes, SIP probes.
 
 Everything listens on 127.0.0.1 on ports picked at run time; every wait is bounded.
 """
@@ -7,17 +7,43 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
+TCP_LISTEN = "0A"  # the state column of /proc/net/tcp
+
+
+def on_ci() -> bool:
+    """True where the CI runs the suite (`CI=true`, as `.ci/run` and most CI services set)."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip a test whose tool or service is absent here; fail it on CI.
+
+    A developer's machine may lack SIPp or Chromium; CI installs everything, so
+    a skip there would only hide end-to-end tests that never ran.
+    """
+    if on_ci():
+        pytest.fail(f"{reason} (CI=true: a missing tool or service fails the run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of the executable `name`, or `missing()` naming the package that brings it."""
+    path = shutil.which(name)
+    if path is None:
+        missing(f"{name} is not installed (Debian package {package})")
+    return path
 
 
 def free_port() -> int:
@@ -61,7 +87,62 @@ def options_ping(port: int, timeout: float = 0.3) -> bytes | None:
         s.close()
 
 
+class _Socket(NamedTuple):
+    """One IPv4 socket as /proc/net/tcp or /proc/net/udp shows it."""
+
+    port: int
+    peer_port: int
+    state: str
+    unacknowledged: int  # bytes sent and not yet acknowledged by the peer's kernel
+    unread: int  # bytes received and not yet read by the owning process
+
+
+def _sockets(kind: str) -> list[_Socket]:
+    sockets = []
+    for line in Path(f"/proc/net/{kind}").read_text().splitlines()[1:]:
+        _slot, local, remote, state, queues = line.split()[:5]
+        tx, rx = queues.split(":")
+        port, peer_port = (int(a.rsplit(":", 1)[1], 16) for a in (local, remote))
+        sockets.append(_Socket(port, peer_port, state, int(tx, 16), int(rx, 16)))
+    return sockets
+
+
+def listening(port: int) -> bool:
+    """A UDP socket is bound to `port` or a TCP socket listens on it (IPv4, any address).
+
+    Read from /proc rather than probed with bind(): a probe could take the port
+    from the very process about to bind it.
+    """
+    return any(s.port == port for s in _sockets("udp")) or any(
+        s.port == port and s.state == TCP_LISTEN for s in _sockets("tcp")
+    )
+
+
+def wait_read_by_peer(sock: socket.socket, timeout: float = 5.0) -> None:
+    """Wait until the process at the other end of loopback TCP `sock` has read all it was sent.
+
+    From the kernel's counts: first none of our bytes is unacknowledged (all
+    arrived), then none is unread in the peer's receive queue.
+    """
+    port, peer = sock.getsockname()[1], sock.getpeername()[1]
+
+    def side(local: int, remote: int) -> _Socket | None:
+        return next((s for s in _sockets("tcp") if (s.port, s.peer_port) == (local, remote)), None)
+
+    def arrived() -> bool:
+        ours = side(port, peer)
+        return ours is not None and ours.unacknowledged == 0
+
+    def read() -> bool:
+        theirs = side(peer, port)
+        return theirs is not None and theirs.unread == 0
+
+    wait_for(arrived, timeout, "the peer to receive our bytes")
+    wait_for(read, timeout, "the peer to read our bytes")
+
+
 def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> Any:
+    """The predicate's first true value, polled every `interval`; its last value on timeout."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

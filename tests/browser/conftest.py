@@ -1,9 +1,9 @@
 import os
-import shutil
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from tests.support import require_tool
+
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -18,6 +18,7 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def browser():
+    chromium = require_tool("chromium", "chromium")
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop in this thread while the browser is open; the
@@ -26,7 +27,7 @@ def browser():
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             yield browser
             browser.close()
     finally:

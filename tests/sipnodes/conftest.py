@@ -1,4 +1,5 @@
-"""Fixtures for private PostgreSQL and Redis servers (see private_servers.py)."""
+"""Fixtures for SIPp, a real SIP host (node_host.py), and private PostgreSQL and Redis
+servers (private_servers.py)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,39 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, require_tool
 
-from .private_servers import PrivatePostgres, PrivateRedis, manage, manage_env
+from .engine.processes import Sipp
+from .node_host import NodeHost, make_node_host
+from .private_servers import PrivatePostgres, PrivateRedis, manage, manage_env, postgres_bin
+
+
+@pytest.fixture
+def sipp(tmp_path: Path) -> Iterator[Sipp]:
+    """Runs SIPp scenarios; stops the ones left running at the end of the test."""
+    require_tool("sipp", "sip-tester")
+    runner = Sipp(tmp_path)
+    yield runner
+    runner.stop_all()
+
+
+@pytest.fixture
+def node_host(short_tmp: Path) -> Iterator[NodeHost]:
+    """A started SIP host of the test's own (needs `django_db(transaction=True)`)."""
+    node_host = make_node_host(short_tmp).start()
+    yield node_host
+    node_host.stop()
 
 
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
     """A running private PostgreSQL cluster with an empty database `sipcloud`."""
+    bin_dir = postgres_bin()
     root = Path(tempfile.mkdtemp(prefix="sipcloud-pg-"))
     owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
     if owner is not None:
         os.chown(root, owner.pw_uid, owner.pw_gid)
-    pg = PrivatePostgres(root, free_port())
+    pg = PrivatePostgres(root, free_port(), bin_dir)
     try:
         pg.init()
         pg.start()
@@ -48,10 +69,9 @@ def migrated_private_postgres(private_postgres) -> PrivatePostgres:
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
     """A running private Redis (127.0.0.1, free port, AOF in a temp dir)."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    binary = require_tool("redis-server", "redis-server")
     root = Path(tempfile.mkdtemp(prefix="sipcloud-redis-"))
-    server = PrivateRedis(root, free_port())
+    server = PrivateRedis(root, free_port(), binary)
     try:
         server.start()
         yield server

@@ -7,17 +7,16 @@ every process started here is stopped here.
 
 import secrets
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 
-from sipnodes.models import SipHost
+from sipnodes.models import SipHost, VirtualServer
 from sipnodes.node_agent import Node
 from sipnodes.supervisor import Supervisor
 from tests.sipnodes.private_servers import manage_env
-from tests.support import ROOT, run_script, stop_process
+from tests.support import PYTHON, ROOT, run_script, stop_process, wait_until
 
 EVENTS_REDIS_URL = "redis://127.0.0.1:6379/10"
 
@@ -50,16 +49,13 @@ class NodeHost:
 
     def start(self) -> "NodeHost":
         run_script("start-node", self.env, self.host.name)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            info = self.supervisor.info("node-agent")
-            if info and info.state == "RUNNING" and self._agent_ready():
-                return self
-            time.sleep(0.2)
-        raise RuntimeError(f"node agent did not start:\n{self.agent_log()}")
+        if not wait_until(self._agent_ready, 20, 0.2):
+            raise RuntimeError(f"node agent did not start:\n{self.agent_log()}")
+        return self
 
     def _agent_ready(self) -> bool:
-        return "ready." in self.agent_log()
+        info = self.supervisor.info("node-agent")
+        return info is not None and info.state == "RUNNING" and "ready." in self.agent_log()
 
     def agent_log(self) -> str:
         path = self.node.directory / "log" / "node-agent.log"
@@ -93,6 +89,12 @@ def make_node_host(tmp: Path, *, sip_ports: int = 20, base: int | None = None) -
     return NodeHost(host=host, node=Node(host_name=name, directory=directory), env=env)
 
 
+def state_of(server: VirtualServer) -> str:
+    """The server's state as the agent last reported it (read again from the database)."""
+    server.refresh_from_db()
+    return server.actual_state
+
+
 class IngestProcess:
     """`manage.py ingest_events` reading the test stream into the test database."""
 
@@ -100,7 +102,7 @@ class IngestProcess:
         self.log_path = var_dir / "ingest.log"
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [str(ROOT / ".venv" / "bin" / "python"), "manage.py", "ingest_events"],
+                [PYTHON, "manage.py", "ingest_events"],
                 cwd=ROOT,
                 env=platform_env(var_dir),
                 stdout=log,

@@ -10,23 +10,22 @@ the test fails. Every wait is bounded.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import psycopg
-import pytest
 import redis
 
-from tests.support import PYTHON, ROOT, stop_process, wait_for
+from tests.support import PYTHON, ROOT, missing, stop_process, wait_for
 
 
-def _postgres_bin() -> Path:
+def postgres_bin() -> Path:
+    """The newest installed PostgreSQL's bin directory (initdb, pg_ctl)."""
     versions = sorted(
         Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
     )
     if not versions:
-        pytest.skip("PostgreSQL server binaries are not installed (Debian package postgresql)")
+        missing("PostgreSQL server binaries are not installed (Debian package postgresql)")
     return versions[-1].parent
 
 
@@ -37,11 +36,11 @@ class PrivatePostgres:
     connections mid-transaction and the next `start()` runs crash recovery.
     """
 
-    def __init__(self, root: Path, port: int, database: str = "sipcloud") -> None:
+    def __init__(self, root: Path, port: int, bin_dir: Path, database: str = "sipcloud") -> None:
         self.root = root
         self.port = port
         self.database = database
-        self.bin = _postgres_bin()
+        self.bin = bin_dir
         self.data = root / "data"
         self.log = root / "postgres.log"
 
@@ -120,9 +119,10 @@ class PrivateRedis:
     first, as a service manager's stop does.
     """
 
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(self, root: Path, port: int, binary: str) -> None:
         self.root = root
         self.port = port
+        self.binary = binary
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -142,7 +142,7 @@ class PrivateRedis:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [
-                shutil.which("redis-server") or "redis-server",
+                self.binary,
                 "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.root), "--appendonly", "yes", "--save", "",
                 "--logfile", str(self.root / "redis.log"),

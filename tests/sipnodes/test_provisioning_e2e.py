@@ -9,26 +9,10 @@ import pytest
 from django.urls import reverse
 
 from sipnodes.models import VirtualServer
-from tests.sipnodes.engine.processes import Sipp
-from tests.sipnodes.node_host import IngestProcess, make_node_host
-from tests.support import free_port, options_ping, wait_until
+from tests.sipnodes.node_host import IngestProcess, state_of
+from tests.support import options_ping, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def node_host(short_tmp):
-    node_host = make_node_host(short_tmp)
-    node_host.start()
-    yield node_host
-    node_host.stop()
-
-
-@pytest.fixture
-def sipp(tmp_path):
-    runner = Sipp(tmp_path)
-    yield runner
-    runner.stop_all()
 
 
 def signup(client) -> tuple[VirtualServer, dict[str, str]]:
@@ -68,21 +52,11 @@ def test_signup_to_first_accepted_register(client, node_host, sipp, capsys):
     with capsys.disabled():
         print(f"\nsignup to first accepted REGISTER: {elapsed:.2f} s")
 
-    def state() -> str:
-        server.refresh_from_db()
-        return server.actual_state
-
-    assert wait_until(lambda: state() == "running", 10)
+    assert wait_until(lambda: state_of(server) == "running", 10)
     page = client.get(server.get_absolute_url()).content.decode()
     assert '<span id="server-state">Running</span>' in page
     assert "is not reporting" not in page  # the agent's report marks its host alive
     assert not register(sipp, server, "100", "wrong-password")
-
-
-def register_at(sipp, server, number, password, port) -> None:
-    """Register `number` with its contact on `port` (where a SIPp UAS will answer)."""
-    rc, out = sipp.run("register.xml", server.sip_port, [(number, password)], port=port)
-    assert rc == 0, out
 
 
 def test_a_user_added_in_the_portal_registers_within_seconds_without_a_restart(
@@ -103,8 +77,7 @@ def test_a_user_added_in_the_portal_registers_within_seconds_without_a_restart(
 
     # The worker re-read its config (SIGHUP): same process, earlier registration kept.
     assert node_host.worker_pid(server.pk) == pid
-    uas_port = free_port()
-    register_at(sipp, server, "101", passwords["101"], uas_port)
+    uas_port = sipp.register(server.sip_port, [("101", passwords["101"])])
     uas = sipp.start_uas("uas_answer.xml", uas_port)
     rc, out = sipp.run("uac_call.xml", server.sip_port, [("200", password)], extra=["-s", "101"])
     assert rc == 0 and sipp.wait(uas) == 0, out
@@ -122,8 +95,7 @@ def test_a_killed_worker_comes_back_and_its_clients_are_still_reachable(
 ):
     server, passwords = signup(client)
     assert wait_until(lambda: register(sipp, server, "100", passwords["100"]), 30, 0.1)
-    uas_port = free_port()
-    register_at(sipp, server, "101", passwords["101"], uas_port)
+    uas_port = sipp.register(server.sip_port, [("101", passwords["101"])])
     pid = node_host.worker_pid(server.pk)
 
     os.kill(pid, signal.SIGKILL)
@@ -154,18 +126,14 @@ def test_start_stop_and_restart_buttons_drive_the_worker(client, node_host, sipp
     server, passwords = signup(client)
     assert wait_until(lambda: options_ping(server.sip_port), 30)
 
-    def state() -> str:
-        server.refresh_from_db()
-        return server.actual_state
-
     client.post(reverse("tenants:server-power", args=[server.pk, "stop"]))
-    assert wait_until(lambda: state() == "stopped", 20)
+    assert wait_until(lambda: state_of(server) == "stopped", 20)
     assert options_ping(server.sip_port) is None
     page = client.get(server.get_absolute_url()).content.decode()
     assert '<span id="server-state">Stopped</span> (wanted: stopped)' in page
 
     client.post(reverse("tenants:server-power", args=[server.pk, "start"]))
-    assert wait_until(lambda: state() == "running", 20)
+    assert wait_until(lambda: state_of(server) == "running", 20)
     assert options_ping(server.sip_port)
 
     pid = node_host.worker_pid(server.pk)

@@ -1,8 +1,10 @@
-"""Fixtures for engine tests that run real processes: workers, SIPp, Redis."""
+"""Fixtures for engine tests that run real processes: workers and the shared Redis.
+
+`sipp` is in tests/sipnodes/conftest.py, shared with the provisioning tests.
+"""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,9 @@ from typing import Any
 import pytest
 import redis
 
-from .processes import REDIS_URL, Sipp, WorkerProcess, cleanup_server
+from tests.support import missing
+
+from .processes import REDIS_URL, WorkerProcess, cleanup_server
 
 
 @pytest.fixture
@@ -19,7 +23,7 @@ def redis_client() -> Iterator[redis.Redis]:
     try:
         client.ping()
     except redis.RedisError:
-        pytest.skip(f"redis not reachable at {REDIS_URL}")
+        missing(f"redis not reachable at {REDIS_URL}")
     yield client
     client.close()
 
@@ -37,12 +41,3 @@ def start_worker(tmp_path: Path, redis_client: redis.Redis) -> Iterator[Any]:
     for w in workers:
         w.stop()
         cleanup_server(redis_client, w.server_id)
-
-
-@pytest.fixture
-def sipp(tmp_path: Path) -> Iterator[Sipp]:
-    if shutil.which("sipp") is None:
-        pytest.skip("sipp not installed")
-    runner = Sipp(tmp_path)
-    yield runner
-    runner.stop_all()

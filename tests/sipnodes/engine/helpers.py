@@ -1,20 +1,27 @@
-"""Test helpers: configs, and phones that talk to an Engine in memory (no sockets)."""
+"""Test helpers: configs, and phones that talk to an Engine in memory (no sockets).
+
+`make_engine` is the one place the tests construct an `Engine`; `Pbx` gives an
+engine with its network and phones, and scenes build on it.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
-from typing import Any
-
-from sipmessage import URI, AuthChallenge, Request, Response
+from typing import Any, TypeVar
 
 from sipnodes.engine.config import Config, parse_config
 from sipnodes.engine.core import Engine
-from sipnodes.engine.digest import response_digest
-from sipnodes.engine.sipmsg import Peer, new_branch, parse, random_token, serialize
+from sipnodes.engine.digest import digest_parameters, response_digest
+from sipnodes.engine.message import Request, Response, parse
+from sipnodes.engine.sipmsg import Peer, new_branch, random_token
+from sipnodes.engine.timers import ToWall
 
 REALM = "vs12.sipcloud"
-SERVER = ("127.0.0.1", 5060)
+Message = TypeVar("Message", Request, Response)
+T0 = 1000.0  # where the fake clock starts
+SECRET = b"s" * 16  # the nonce secret: fixed, so that a failing run repeats
 
 
 def ha1(number: str, password: str, algorithm: str = "MD5", realm: str = REALM) -> str:
@@ -77,6 +84,21 @@ def make_config(**overrides: Any) -> Config:
     return parse_config(config_dict(**overrides))
 
 
+def same_clock(now: float) -> float:
+    """The wall clock of a test: it reads as the fake monotonic clock does."""
+    return now
+
+
+def make_engine(
+    now: float = T0, *, to_wall: ToWall = same_clock, **config_overrides: Any
+) -> Engine:
+    """An Engine on `make_config(**config_overrides)`, its clock at `now`.
+
+    The only place the tests call `Engine(...)`: a change to its constructor is made here.
+    """
+    return Engine(make_config(**config_overrides), now, to_wall=to_wall, secret=SECRET)
+
+
 class Net:
     """Delivers the engine's outbox to in-memory phones by address."""
 
@@ -122,6 +144,10 @@ class Phone:
 
     # ---- building ------------------------------------------------------------
 
+    @property
+    def contact(self) -> str:
+        return f"<sip:{self.number}@{self.peer.host}:{self.peer.port}>"
+
     def request(
         self,
         method: str,
@@ -138,7 +164,7 @@ class Phone:
         if cseq is None:
             self.cseq += 1
             cseq = self.cseq
-        req = Request(method, URI.parse(ruri))
+        req = Request(method, ruri)
         h = req.headers
         h.set(
             "Via",
@@ -150,13 +176,8 @@ class Phone:
         h.set("To", to or f"<sip:{self.number}@{REALM}>")
         h.set("Call-ID", call_id or random_token(8))
         h.set("CSeq", f"{cseq} {method}")
-        h.set("Contact", f"<sip:{self.number}@{self.peer.host}:{self.peer.port}>")
-        for k, v in (headers or {}).items():
-            h.set(k, v)
-        if body:
-            h.set("Content-Type", "application/sdp")
-            req.body = body
-        return req
+        h.set("Contact", self.contact)
+        return _complete(req, headers, body)
 
     def authorize(
         self,
@@ -166,8 +187,8 @@ class Phone:
         password: str | None = None,
         username: str | None = None,
     ) -> Request:
-        ch = AuthChallenge.parse(challenge)
-        p = ch.parameters
+        p = digest_parameters(challenge)
+        assert p is not None, challenge
         alg = p.get("algorithm", "MD5")
         user = username or self.number
         pw = password or self.password
@@ -185,16 +206,12 @@ class Phone:
     # ---- talking -------------------------------------------------------------
 
     def send(self, msg: Request | Response, now: float) -> None:
-        self.net.engine.receive(serialize(msg), self.peer, now)
+        self.net.engine.receive(bytes(msg), self.peer, now)
         self.net.pump()
 
     def take(self) -> list[Request | Response]:
         out, self.inbox = self.inbox, []
         return out
-
-    def last(self) -> Request | Response:
-        assert self.inbox, "nothing received"
-        return self.inbox[-1]
 
     def register(
         self,
@@ -244,10 +261,44 @@ class Phone:
         h.set("Call-ID", req.headers["Call-ID"])
         h.set("CSeq", req.headers["CSeq"])
         if 100 < code < 300:
-            h.set("Contact", f"<sip:{self.number}@{self.peer.host}:{self.peer.port}>")
-        for k, v in (headers or {}).items():
-            h.set(k, v)
-        if body:
-            h.set("Content-Type", "application/sdp")
-            resp.body = body
-        return resp
+            h.set("Contact", self.contact)
+        return _complete(resp, headers, body)
+
+
+class Pbx:
+    """An engine, the in-memory network its messages travel on, and phones on that network.
+
+    A scene of a test module subclasses it to add its own phones and steps.
+    """
+
+    def __init__(
+        self, now: float = T0, *, to_wall: ToWall = same_clock, **config_overrides: Any
+    ) -> None:
+        self.now = now
+        self.engine = make_engine(now, to_wall=to_wall, **config_overrides)
+        self.net = Net(self.engine)
+
+    def phone(self, number: str, port: int, **options: Any) -> Phone:
+        """A phone on this network, not registered (for tests of registration itself)."""
+        return Phone(self.net, number, port, **options)
+
+    def registered(self, number: str, port: int, **options: Any) -> Phone:
+        """A phone registered at `self.now`; the test fails if the registrar refuses it."""
+        phone = self.phone(number, port, **options)
+        ok = phone.register(self.now)
+        assert ok.code == 200, f"{number} was refused: {ok.code} {ok.phrase}"
+        return phone
+
+    def events(self, type_: str) -> list[dict[str, Any]]:
+        """The payloads of the engine's events of one type, oldest first."""
+        return [dataclasses.asdict(e.data) for e in self.engine.events if e.type == type_]
+
+
+def _complete(msg: Message, headers: dict[str, str] | None, body: bytes) -> Message:
+    """A phone's extra headers and SDP body, added last to whatever it builds."""
+    for k, v in (headers or {}).items():
+        msg.headers.set(k, v)
+    if body:
+        msg.headers.set("Content-Type", "application/sdp")
+        msg.body = body
+    return msg

@@ -11,7 +11,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,15 @@ import redis
 
 from sipnodes.engine.events import STREAM_KEY
 from sipnodes.engine.location import location_key
-from tests.support import ROOT, free_port, options_ping, stop_process, wait_until
+from tests.support import (
+    ROOT,
+    free_port,
+    listening,
+    options_ping,
+    stop_process,
+    wait_for,
+    wait_until,
+)
 
 from .helpers import config_dict
 
@@ -99,6 +106,11 @@ def stream_events(client: redis.Redis, server_id: int, type_: str | None = None)
         f["data"] = json.loads(f["data"])
         out.append(f)
     return out
+
+
+def event_states(client: redis.Redis, server_id: int, type_: str) -> list[str]:
+    """The `state` of each `call` or `status` event of a worker, oldest first."""
+    return [e["data"]["state"] for e in stream_events(client, server_id, type_)]
 
 
 def wait_events(
@@ -191,6 +203,21 @@ class Sipp:
                 text += p.read_text(errors="replace")
         return proc.returncode, text
 
+    def register(
+        self,
+        server_port: int,
+        users: list[tuple[str, str]],
+        port: int | None = None,
+        extra: list[str] | None = None,
+        scenario: str = "register.xml",
+    ) -> int:
+        """Register `users` from `port` (a free one if not given), which is returned: a UAS
+        started there takes the calls to them. The test fails if a registration does."""
+        port = port or free_port()
+        rc, out = self.run(scenario, server_port, users, port=port, extra=extra)
+        assert rc == 0, out
+        return port
+
     def start_uac(
         self, scenario: str, server_port: int, users: list[tuple[str, str]], extra: list[str]
     ) -> subprocess.Popen[bytes]:
@@ -215,7 +242,7 @@ class Sipp:
             args, cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         self.background.append(proc)
-        time.sleep(0.2)
+        wait_for(lambda: listening(port), 10, f"SIPp ({scenario}) to listen on port {port}")
         return proc
 
     def wait(self, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:

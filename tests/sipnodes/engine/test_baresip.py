@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, stop_process, wait_until
+from tests.support import free_port, require_tool, stop_process, wait_until
 
-from .processes import stream_events
+from .processes import event_states, stream_events
 
 pytestmark = pytest.mark.e2e
 
@@ -59,8 +58,7 @@ def ctrl(sock: socket.socket, command: str, params: str = "") -> None:
 
 @pytest.fixture
 def baresip(tmp_path: Path):
-    if shutil.which("baresip") is None:
-        pytest.skip("baresip not installed")
+    binary = require_tool("baresip", "baresip-core")
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(account: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -74,7 +72,7 @@ def baresip(tmp_path: Path):
         (home / "accounts").write_text(account + "\n")
         log = (tmp_path / "baresip.log").open("wb")
         proc = subprocess.Popen(
-            ["baresip", "-f", str(home)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            [binary, "-f", str(home)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
         procs.append(proc)
         return proc, ctrl_port
@@ -88,9 +86,7 @@ def test_baresip_registers_and_calls_a_sipp_callee(start_worker, sipp, baresip, 
     # baresip 1.0 (Debian 12) gives up on a SHA-256 challenge ("Function not implemented"),
     # so this server offers MD5 only; see config.AuthOptions.
     worker = start_worker(auth={"algorithms": ["MD5"]})
-    uas_port = free_port()
-    rc, out = sipp.run("register.xml", worker.port, [("101", "pw101")], port=uas_port)
-    assert rc == 0, out
+    uas_port = sipp.register(worker.port, [("101", "pw101")])
     uas = sipp.start_uas("uas_answer.xml", uas_port)
     account = f"<sip:100@127.0.0.1:{worker.port};transport=udp>;auth_pass=pw100;regint=600"
     proc, ctrl_port = baresip(account + ";answermode=manual")
@@ -107,13 +103,9 @@ def test_baresip_registers_and_calls_a_sipp_callee(start_worker, sipp, baresip, 
     with socket.create_connection(("127.0.0.1", ctrl_port), timeout=5) as sock:
         ctrl(sock, "dial", f"sip:101@127.0.0.1:{worker.port}")
 
-        def answered():
-            return any(
-                e["data"]["state"] == "answered"
-                for e in stream_events(redis_client, worker.server_id, "call")
-            )
-
-        assert wait_until(answered, 10.0), worker.log()[-3000:]
+        assert wait_until(
+            lambda: "answered" in event_states(redis_client, worker.server_id, "call"), 10.0
+        ), worker.log()[-3000:]
         ctrl(sock, "hangup")
         assert wait_until(lambda: stream_events(redis_client, worker.server_id, "cdr"), 10.0)
     assert sipp.wait(uas) == 0

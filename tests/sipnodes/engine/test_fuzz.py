@@ -9,11 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sipnodes.engine.core import Engine
-from sipnodes.engine.sipmsg import Peer, parse
+from sipnodes.engine.message import parse
+from sipnodes.engine.sipmsg import Peer
 from tests.support import options_ping
 
-from .helpers import REALM, Net, Phone, make_config
+from .helpers import REALM, T0, Pbx
+from .test_calls import SDP_A, Scene
 
 SDP = (
     "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -106,39 +107,28 @@ def mutated_from(seed: bytes) -> st.SearchStrategy[bytes]:
 INPUTS = st.one_of(st.binary(max_size=600), mutated(), st.sampled_from(SEEDS))
 
 
-def fresh_engine() -> tuple[Engine, Net, Phone]:
-    engine = Engine(make_config(), 1000.0, secret=b"f" * 16)
-    net = Net(engine)
-    phone = Phone(net, "100", 6000)
-    return engine, net, phone
-
-
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(INPUTS, min_size=1, max_size=8))
 def test_engine_survives_any_datagrams(datagrams):
-    engine, net, phone = fresh_engine()
-    now = 1000.0
+    pbx = Pbx()
+    phone = pbx.phone("100", 6000)
+    now = T0
     for data in datagrams:
-        engine.receive(data, Peer("UDP", "127.0.0.1", 6000), now)
+        pbx.engine.receive(data, Peer("UDP", "127.0.0.1", 6000), now)
         now += 0.7
-        engine.handle_timer(now)
-    net.pump()
-    phone.take()
+        pbx.engine.handle_timer(now)
+    pbx.engine.outbox.clear()  # replies to garbage may echo its broken lines: unparsable
     phone.send(phone.request("OPTIONS", f"sip:{REALM}"), now)
     assert phone.take()[-1].code == 200
 
 
 def _in_call_seeds() -> list[bytes]:
     """Messages that match a live call (right tags and branches), to fuzz past auth."""
-    from sipnodes.engine.sipmsg import serialize
-
-    from .test_calls import SDP_A, Scene
-
     s = Scene()
     s.answer()
-    seeds = [serialize(s.a_in_dialog(m, 0, body=SDP_A)) for m in ("INVITE", "BYE", "INFO")]
-    seeds += [serialize(s.b_in_dialog(m, 0)) for m in ("BYE", "INFO", "INVITE")]
-    seeds += [serialize(s.b.respond(s.binv, c, "btag", body=SDP_A)) for c in (180, 200, 486)]
+    seeds = [bytes(s.a_in_dialog(m, 0, body=SDP_A)) for m in ("INVITE", "BYE", "INFO")]
+    seeds += [bytes(s.b_in_dialog(m, 0)) for m in ("BYE", "INFO", "INVITE")]
+    seeds += [bytes(s.b.respond(s.binv, c, "btag", body=SDP_A)) for c in (180, 200, 486)]
     return seeds
 
 
@@ -148,18 +138,16 @@ IN_CALL = _in_call_seeds()
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.booleans(), st.sampled_from(IN_CALL), st.data()), max_size=6))
 def test_engine_survives_mutations_of_messages_inside_a_call(items):
-    from .test_calls import Scene
-
     s = Scene()
     s.answer()
-    now = 1010.0
+    now = T0 + 10
     for from_a, seed, data in items:
         raw = data.draw(mutated_from(seed))
         phone = s.a if from_a else s.b
         s.engine.receive(raw, phone.peer, now)
         now += 1.1
         s.engine.handle_timer(now)
-    s.net.pump()
+    s.engine.outbox.clear()  # replies to garbage may echo its broken lines: unparsable
     s.a.take()
     s.a.send(s.a.request("OPTIONS", f"sip:{REALM}"), now)
     assert s.a.take()[-1].code == 200

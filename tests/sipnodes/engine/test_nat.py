@@ -14,6 +14,7 @@ import threading
 
 import pytest
 
+from sipnodes.engine.location import location_key
 from tests.support import free_port, wait_until
 
 from .processes import wait_events
@@ -78,12 +79,10 @@ def nat_for():
 def test_call_reaches_a_phone_behind_nat(start_worker, sipp, redis_client, nat_for):
     worker = start_worker()
     nat = nat_for(worker.port)
-    phone_port = free_port()
-    rc, out = sipp.run("register_nat.xml", nat.inside_port, [("101", "pw101")], port=phone_port)
-    assert rc == 0, out
+    phone_port = sipp.register(nat.inside_port, [("101", "pw101")], scenario="register_nat.xml")
     [reg] = wait_events(redis_client, worker.server_id, "registration")
     assert reg["data"]["contact"] == "sip:101@192.0.2.10:5060"
-    loc_key = f"sipcloud:vs:{worker.server_id}:loc"
+    loc_key = location_key(worker.server_id)
     assert wait_until(lambda: redis_client.hlen(loc_key) == 1, 5.0)
     loc = redis_client.hgetall(loc_key)
     [record] = [v.decode() for v in loc.values()]
