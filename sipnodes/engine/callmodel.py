@@ -10,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from sipmessage import Request, Response, Via
-
+from .message import Request, Response, Via
 from .sipmsg import Peer, make_request
 from .timers import Timer
 from .transaction import ClientTransaction, ServerTransaction

@@ -22,8 +22,6 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Iterable
 
-from sipmessage import URI, Parameters, Request, Response, Via
-
 from . import cdr as cdrs
 from .callmodel import (
     SETUP_STATES,
@@ -43,18 +41,14 @@ from .digest import Authenticator, Outcome
 from .events import CallData, EventData
 from .location import Binding, LocationTable
 from .media import Media
+from .message import RemoteProtocolError, Request, Response, Uri, Via
 from .sipmsg import (
     Peer,
-    RemoteProtocolError,
     Send,
-    from_addr,
     make_response,
     new_branch,
     random_token,
     request_on_invite,
-    serialize,
-    to_addr,
-    to_tag,
 )
 from .timers import Scheduler, ToWall
 from .transaction import ClientTransaction, ServerTransaction, TransactionLayer
@@ -149,7 +143,7 @@ class B2BUA:
             uuid=str(uuid.uuid4()),
             call_id=req.call_id,
             caller=user.number,
-            dialed=req.uri.user or to_addr(req).uri.user or "",
+            dialed=req.uri.user or req.to_address.uri.user or "",
             callee="",
             route="none",
             start=self.to_wall(now),
@@ -204,7 +198,7 @@ class B2BUA:
         binding: Binding,
     ) -> Call:
         try:
-            caller_contact = str(req.contact[0].uri) if req.contact else str(from_addr(req).uri)
+            caller_contact = str(req.contact[0].uri) if req.contact else str(req.from_address.uri)
         except (ValueError, IndexError) as exc:
             raise RemoteProtocolError("bad Contact") from exc
         o_tag = random_token(6)
@@ -220,7 +214,7 @@ class B2BUA:
         )
         t_tag = random_token(6)
         host = self.settings.public_address
-        name = from_addr(req).name or user.display_name
+        name = req.from_address.name or user.display_name
         display = '"' + name.replace('"', "") + '" ' if name else ""
         t = Leg(
             side="T",
@@ -288,7 +282,7 @@ class B2BUA:
 
     def on_ack(self, req: Request, now: float) -> None:
         """An ACK no transaction matched: the ACK of a 2xx, relayed to the other leg."""
-        found = self.dialogs.get((req.call_id, to_tag(req) or ""))
+        found = self.dialogs.get((req.call_id, req.to_address.tag or ""))
         if found is None:
             return
         call, leg = found
@@ -312,7 +306,7 @@ class B2BUA:
             self._reject(ist, 487, None, now)
 
     def on_in_dialog(self, req: Request, tx: ServerTransaction, now: float) -> None:
-        found = self.dialogs.get((req.call_id, to_tag(req) or ""))
+        found = self.dialogs.get((req.call_id, req.to_address.tag or ""))
         if found is None:
             tx.respond(make_response(req, 481), now)
             return
@@ -518,7 +512,7 @@ class B2BUA:
 
     def _via(self, leg: Leg) -> Via:
         s = self.settings
-        params = Parameters(branch=new_branch(), rport=None)
+        params: dict[str, str | None] = {"branch": new_branch(), "rport": None}
         return Via(leg.peer.transport, s.public_address, s.sip_port, params)
 
     def _contact(self, user: str | None, leg: Leg) -> str:
@@ -543,7 +537,7 @@ class B2BUA:
     def _send_ack(self, leg: Leg, body: bytes, ctype: str | None) -> None:
         if leg.ack_cseq is None:
             return
-        leg.last_ack = serialize(leg.request("ACK", self._via(leg), None, body, ctype))
+        leg.last_ack = bytes(leg.request("ACK", self._via(leg), None, body, ctype))
         leg.ack_cseq = None
         self.layer.outbox.append(Send(leg.last_ack, leg.peer, leg.fallback))
 
@@ -690,7 +684,7 @@ def _contact_peer(contact: str, peer: Peer) -> Peer | None:
     if not peer.reliable:
         return None
     try:
-        uri = URI.parse(contact)
+        uri = Uri.parse(contact)
     except ValueError:
         return None
     return Peer(peer.transport, uri.host, uri.port or 5060)

@@ -12,8 +12,6 @@ import logging
 import os
 from typing import Any
 
-from sipmessage import Request, Response
-
 from .calls import B2BUA, CallSettings
 from .config import Config
 from .dialplan import DialPlan
@@ -21,17 +19,16 @@ from .digest import Authenticator
 from .events import Event, EventData, StatusData, make_event
 from .location import LocationTable
 from .media import Media, PassThrough
+from .message import RemoteProtocolError, Request, Response, parse
 from .registrar import Registrar, RegistrationChange
 from .sipmsg import (
     Peer,
-    RemoteProtocolError,
     Send,
     make_response,
-    parse,
     random_token,
+    refusal_response,
     shed_response,
     stamp_via,
-    to_tag,
 )
 from .timers import Scheduler, ToWall
 from .transaction import ServerTransaction, TransactionLayer
@@ -109,7 +106,10 @@ class Engine:
         try:
             message = parse(data)
         except RemoteProtocolError as exc:
-            log.debug("dropped message from %s:%s: %s", peer.host, peer.port, exc)
+            log.debug("refused message from %s:%s: %s", peer.host, peer.port, exc)
+            refusal = refusal_response(data, exc.status, str(exc))
+            if refusal is not None:
+                self.outbox.append(Send(refusal, peer))
             return
         try:
             if isinstance(message, Response):
@@ -139,15 +139,22 @@ class Engine:
 
     def _dispatch(self, req: Request, tx: ServerTransaction, peer: Peer, now: float) -> None:
         method = req.method
+        if not req.uri.is_sip:  # RFC 3261 §8.2.2.1
+            tx.respond(make_response(req, 416, to_tag=random_token(4)), now)
+            return
         unsupported = [opt for opt in req.require if opt.lower() not in SUPPORTED]
         if unsupported and method not in ("CANCEL", "BYE"):  # RFC 3261 §8.2.2.3
-            response = make_response(req, 420, to_tag=None if to_tag(req) else random_token(4))
+            response = make_response(
+                req, 420, to_tag=None if req.to_address.tag else random_token(4)
+            )
             response.headers.set("Unsupported", ", ".join(unsupported))
             tx.respond(response, now)
-        elif self.stopping and method in ("INVITE", "REGISTER") and not to_tag(req):
+        elif self.stopping and method in ("INVITE", "REGISTER") and not req.to_address.tag:
             tx.respond(make_response(req, 503, "Service Unavailable - stopping"), now)
         elif method == "OPTIONS":
-            response = make_response(req, 200, to_tag=None if to_tag(req) else random_token(4))
+            response = make_response(
+                req, 200, to_tag=None if req.to_address.tag else random_token(4)
+            )
             response.headers.set("Allow", ALLOW)
             response.headers.set("Accept", "application/sdp")
             tx.respond(response, now)
@@ -156,14 +163,14 @@ class Engine:
             tx.respond(response, now)
             self._emit_registrations(changes, now)
         elif method == "INVITE":
-            if to_tag(req):
+            if req.to_address.tag:
                 self.b2bua.on_in_dialog(req, tx, now)
             else:
                 self.b2bua.on_invite(req, tx, peer, now)
         elif method == "CANCEL":
             self.b2bua.on_cancel(req, tx, now)
         elif method in _IN_DIALOG_ONLY:
-            if to_tag(req):
+            if req.to_address.tag:
                 self.b2bua.on_in_dialog(req, tx, now)
             else:
                 status = 481 if method == "BYE" else 405

@@ -14,10 +14,9 @@ import enum
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
-
-from sipmessage import AuthCredentials
 
 from .config import User
 
@@ -65,6 +64,30 @@ def response_digest(
     return _h(algorithm, f"{ha1_hex}:{nonce}:{ha2}")
 
 
+# One `name=value` or `name="quoted value"` of a Digest header, and the comma after it.
+_PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s",]*))\s*(?:,|\Z)')
+
+
+def digest_parameters(header: str) -> dict[str, str] | None:
+    """The parameters of `Digest k=v, k="v", ...` (§25.1); None if not Digest or malformed."""
+    scheme, _, rest = header.strip().partition(" ")
+    if scheme.lower() != "digest":
+        return None
+    params: dict[str, str] = {}
+    pos = 0
+    for m in _PARAM.finditer(rest):
+        if m.start() != pos:
+            return None
+        quoted = m.group(2)
+        params[m.group(1).lower()] = m.group(3) if quoted is None else _unescape(quoted)
+        pos = m.end()
+    return params if pos == len(rest) and params else None
+
+
+def _unescape(quoted: str) -> str:
+    return quoted.replace('\\"', '"').replace("\\\\", "\\") if "\\" in quoted else quoted
+
+
 class Authenticator:
     """Challenges and checks credentials against one realm's users."""
 
@@ -108,12 +131,8 @@ class Authenticator:
         """Check an Authorization/Proxy-Authorization value for `method`."""
         if not header:
             return AuthResult(Outcome.CHALLENGE)
-        try:
-            creds = AuthCredentials.parse(header)
-        except ValueError:
-            return AuthResult(Outcome.CHALLENGE)
-        params = creds.parameters
-        if creds.scheme.lower() != "digest" or params is None:
+        params = digest_parameters(header)
+        if params is None:
             return AuthResult(Outcome.CHALLENGE)
         algorithm = params.get("algorithm", "MD5").upper()
         if algorithm not in ALGORITHMS or params.get("realm") != self.realm:

@@ -8,13 +8,14 @@ which behind NAT is a private address (the "contact fix-up").
 from __future__ import annotations
 
 import dataclasses
+import enum
 
-from sipmessage import Request, Response
-
-from .config import Config
+from .config import Config, User
 from .digest import Authenticator, Outcome
+from .events import RegistrationData
 from .location import Binding, LocationTable
-from .sipmsg import Peer, make_response, to_addr
+from .message import Request, Response
+from .sipmsg import Peer, make_response
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -25,14 +26,17 @@ class RegistrationChange:
     expires: int
     registered_clients: int
 
-    def data(self) -> dict[str, object]:
-        return {
-            "action": self.action,
-            "user": self.user,
-            "contact": self.contact,
-            "expires": self.expires,
-            "registered_clients": self.registered_clients,
-        }
+    def data(self) -> RegistrationData:
+        """The registration event's payload (`RegistrationData` names the fields)."""
+        return RegistrationData(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(RegistrationData)}
+        )
+
+
+class Wildcard(enum.Enum):
+    """`Contact: *` with `Expires: 0`: remove every binding of the user (§10.2.2)."""
+
+    ALL = "*"
 
 
 def limit_phrase(max_clients: int) -> str:
@@ -49,54 +53,20 @@ class Registrar:
         self, request: Request, peer: Peer, now: float
     ) -> tuple[Response, list[RegistrationChange]]:
         """Answer one REGISTER; the changes are for the event stream."""
-        result = self.auth.check(request.headers.get("Authorization"), "REGISTER", now)
-        if result.outcome in (Outcome.CHALLENGE, Outcome.STALE):
-            response = make_response(request, 401)
-            for value in self.auth.challenges(now, stale=result.outcome is Outcome.STALE):
-                response.headers.add("WWW-Authenticate", value)
-            return response, []
-        user = result.user
-        if result.outcome is not Outcome.OK or user is None:
-            return make_response(request, 403), []
-        aor_user = to_addr(request).uri.user or ""
-        if aor_user != user.number:
-            return make_response(request, 403), []  # may only register oneself
-
-        opts = self.config.registrar
-        raw_contacts = request.headers.getlist("Contact")
-        header_expires = request.headers.get("Expires")
-        try:
-            default = int(header_expires) if header_expires is not None else None
-        except ValueError:
-            return make_response(request, 400, "Bad Request - Expires"), []
-        if default is None:
-            default = opts.default_expires
-
-        changes: list[RegistrationChange] = []
-        if [c.strip() for c in raw_contacts] == ["*"]:
-            if default != 0:
-                return make_response(request, 400, "Bad Request - wildcard needs Expires: 0"), []
-            for b in self.location.remove_user(user.number):
-                changes.append(self._change("unregister", b.contact, 0))
+        if not request.to_address.uri.is_sip:  # §10.3 step 3: the AOR must be sip/sips
+            return make_response(request, 400, "Bad Request - address of record is not SIP"), []
+        user = self._authenticate(request, now)
+        if isinstance(user, Response):
+            return user, []
+        wanted = self._wanted(request)
+        if isinstance(wanted, Response):
+            return wanted, []
+        if wanted is Wildcard.ALL:
+            changes = [
+                self._change("unregister", b.contact, 0)
+                for b in self.location.remove_user(user.number)
+            ]
             return self._ok(request, user.number, now), self._finish(user.number, changes)
-        try:
-            contacts = request.contact
-        except ValueError:
-            return make_response(request, 400, "Bad Request - Contact"), []
-
-        wanted: list[tuple[str, int]] = []
-        for address in contacts:
-            param = address.parameters.get("expires")
-            try:
-                expires = int(param) if param is not None else default
-            except ValueError:
-                return make_response(request, 400, "Bad Request - expires"), []
-            if 0 < expires < opts.min_expires:
-                response = make_response(request, 423)
-                response.headers.set("Min-Expires", str(opts.min_expires))
-                return response, []
-            wanted.append((str(address.uri), min(max(expires, 0), opts.max_expires)))
-
         adds = any(expires > 0 for _, expires in wanted)
         if (
             adds
@@ -104,27 +74,80 @@ class Registrar:
             and self.location.registered_clients() >= self.config.max_clients
         ):
             return make_response(request, 403, limit_phrase(self.config.max_clients)), []
+        changes = self._bind(request, user.number, peer, wanted, now)
+        return self._ok(request, user.number, now), self._finish(user.number, changes)
 
-        cseq = request.cseq.sequence
+    def _authenticate(self, request: Request, now: float) -> User | Response:
+        """The registering user, or the response that refuses or challenges them."""
+        result = self.auth.check(request.headers.get("Authorization"), "REGISTER", now)
+        if result.outcome in (Outcome.CHALLENGE, Outcome.STALE):
+            response = make_response(request, 401)
+            for value in self.auth.challenges(now, stale=result.outcome is Outcome.STALE):
+                response.headers.add("WWW-Authenticate", value)
+            return response
+        user = result.user
+        if result.outcome is not Outcome.OK or user is None:
+            return make_response(request, 403)
+        if (request.to_address.uri.user or "") != user.number:
+            return make_response(request, 403)  # may only register oneself
+        return user
+
+    def _wanted(self, request: Request) -> list[tuple[str, int]] | Wildcard | Response:
+        """(contact, expires) pairs asked for, the wildcard, or the response refusing them."""
+        opts = self.config.registrar
+        header_expires = request.headers.get("Expires")
+        try:
+            default = int(header_expires) if header_expires is not None else None
+        except ValueError:
+            return make_response(request, 400, "Bad Request - Expires")
+        if default is None:
+            default = opts.default_expires
+        if [c.strip() for c in request.headers.getlist("Contact")] == ["*"]:
+            if default != 0:
+                return make_response(request, 400, "Bad Request - wildcard needs Expires: 0")
+            return Wildcard.ALL
+        try:
+            contacts = request.contact
+        except ValueError:
+            return make_response(request, 400, "Bad Request - Contact")
+        wanted: list[tuple[str, int]] = []
+        for address in contacts:
+            param = address.parameters.get("expires")
+            try:
+                expires = int(param) if param is not None else default
+            except ValueError:
+                return make_response(request, 400, "Bad Request - expires")
+            if 0 < expires < opts.min_expires:
+                response = make_response(request, 423)
+                response.headers.set("Min-Expires", str(opts.min_expires))
+                return response
+            wanted.append((str(address.uri), min(max(expires, 0), opts.max_expires)))
+        return wanted
+
+    def _bind(
+        self, request: Request, user: str, peer: Peer, wanted: list[tuple[str, int]], now: float
+    ) -> list[RegistrationChange]:
+        changes: list[RegistrationChange] = []
         for contact, expires in wanted:
             if expires == 0:
-                if self.location.remove(user.number, contact):
+                if self.location.remove(user, contact):
                     changes.append(self._change("unregister", contact, 0))
                 continue
-            old = self.location.get(user.number, contact)
+            old = self.location.get(user, contact)
             self.location.put(
                 Binding(
-                    user=user.number,
+                    user=user,
                     contact=contact,
                     peer=peer,
                     expires_at=now + expires,
                     call_id=request.call_id,
-                    cseq=cseq,
+                    cseq=request.cseq.sequence,
                     registered_at=old.registered_at if old and old.peer == peer else now,
+                    wall_offset=self.location.wall_offset(now),
                 )
             )
             changes.append(self._change("register", contact, expires))
-        return self._ok(request, user.number, now), self._finish(user.number, changes)
+        return changes
 
     def _change(self, action: str, contact: str, expires: int) -> RegistrationChange:
         return RegistrationChange(action, "", contact, expires, 0)

@@ -136,12 +136,17 @@ class Worker:
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return
-        if (new.listen.address, new.listen.sip_port) != (
-            self.config.listen.address,
-            self.config.listen.sip_port,
-        ) and new.listen.sip_port != 0:
-            log.warning("listen address/port changed: takes effect at restart")
-        new = dataclasses.replace(new, listen=self.config.listen, server_id=self.config.server_id)
+        old = self.config.listen
+        bound = (old.address, old.sip_port, old.callback_port)
+        if (new.listen.address, new.listen.sip_port, new.listen.callback_port) != bound and (
+            new.listen.sip_port != 0
+        ):
+            log.warning("listen address/ports changed: takes effect at restart")
+        # The sockets stay as they are; the rest of `listen` (the media block) is new.
+        listen = dataclasses.replace(
+            new.listen, address=old.address, sip_port=old.sip_port, callback_port=old.callback_port
+        )
+        new = dataclasses.replace(new, listen=listen, server_id=self.config.server_id)
         self.config = new
         self.engine.reload(new, self.loop.time())
         log.info("config reloaded: %d users", len(new.users))
@@ -196,8 +201,9 @@ class Worker:
             self.sink.put_location(list(ops))
             ops.clear()
         deadline = engine.get_timer()
-        if deadline == self._timer_at:
-            return
+        armed = self._timer_at
+        if armed is not None and deadline is not None and armed <= deadline:
+            return  # fires no later than needed: `_on_timer` re-arms for the rest
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

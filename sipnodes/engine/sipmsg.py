@@ -1,9 +1,9 @@
-"""Small helpers on top of `sipmessage`: strict parsing, responses, ids, peers.
+"""What a SIP server needs around its messages: peers, ids, responses, requests.
 
-`sipmessage` does the parsing and serialising; this module adds what a server
-needs around it: refusing messages that lack mandatory headers (RFC 3261 §8.1.1),
-unfolding continuation lines, honouring Content-Length on datagrams, and the
-`received`/`rport` fix-up of the top Via (RFC 3581).
+Messages themselves (parsing, headers, the values inside them) are in
+`message.py`; this module builds the ones the server sends, does the
+`received`/`rport` fix-up of the top Via (RFC 3581) and the stateless 503 of
+an overloaded worker.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import dataclasses
 import os
 import re
 
-from sipmessage import URI, Address, CSeq, Message, Request, Response, Via
+from .message import CSeq, Request, Response, Uri, Via
 
 MAGIC_COOKIE = "z9hG4bK"
-MAX_MESSAGE_SIZE = 65535
 SERVER_NAME = "sipcloud"
 
 REASON_PHRASES = {
@@ -30,6 +29,9 @@ REASON_PHRASES = {
     405: "Method Not Allowed",
     407: "Proxy Authentication Required",
     408: "Request Timeout",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
     420: "Bad Extension",
     423: "Interval Too Brief",
     480: "Temporarily Unavailable",
@@ -45,20 +47,11 @@ REASON_PHRASES = {
     501: "Not Implemented",
     503: "Service Unavailable",
     504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
     600: "Busy Everywhere",
     603: "Decline",
 }
-
-_MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")
-_TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
-
-
-class RemoteProtocolError(ValueError):
-    """The peer sent something we cannot use (their fault); `status` is what to answer."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -93,111 +86,26 @@ def new_branch() -> str:
     return MAGIC_COOKIE + random_token(8)
 
 
-def parse(data: bytes) -> Request | Response:
-    """Parse one message; raise RemoteProtocolError if it is unusable.
-
-    Requests missing a mandatory header are refused here so that the layers
-    above can read Via, From, To, Call-ID and CSeq without checking.
-    """
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise RemoteProtocolError("message too large", 513)
-    data = data.lstrip(b"\r\n")
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        raise RemoteProtocolError("no end of headers")
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RemoteProtocolError("headers are not UTF-8") from exc
-    lines: list[str] = []
-    for line in text.split("\r\n"):
-        if line[:1] in (" ", "\t") and lines:
-            lines[-1] += " " + line.strip()  # RFC 3261 §7.3.1 header folding
-        elif line:
-            lines.append(line)
-    if not lines:
-        raise RemoteProtocolError("empty message")
-    for line in lines[1:]:
-        if ":" not in line or not line.split(":", 1)[0].strip():
-            raise RemoteProtocolError(f"bad header line {line[:40]!r}")
-    try:
-        message = Message.parse(("\r\n".join(lines)).encode("utf-8") + b"\r\n\r\n" + body)
-    except (ValueError, IndexError, KeyError) as exc:
-        raise RemoteProtocolError(f"unparsable: {exc}") from exc
-    for name in _MANDATORY:
-        if message.headers.get(name) is None:
-            raise RemoteProtocolError(f"missing {name}")
-    try:
-        length = message.content_length
-        cseq = message.cseq
-        first_via = message.headers.getlist("Via")[0]
-        # Parsed once here and cached on the message: the layers above read
-        # the top Via, From and To many times per message.
-        message._top_via = Via.parse_many(first_via)[0]  # type: ignore[union-attr]
-        message._from = message.from_address  # type: ignore[union-attr]
-        message._to = message.to_address  # type: ignore[union-attr]
-    except (ValueError, IndexError, KeyError) as exc:
-        raise RemoteProtocolError(f"bad header: {exc}") from exc
-    if length is not None:
-        if length < 0 or length > len(message.body):
-            raise RemoteProtocolError("Content-Length larger than body")
-        message.body = message.body[:length]
-    if isinstance(message, Request):
-        if not _TOKEN.match(message.method):
-            raise RemoteProtocolError("bad method")
-        if cseq.method != message.method:
-            raise RemoteProtocolError("CSeq method does not match request method")
-    return message
-
-
-def serialize(message: Request | Response) -> bytes:
-    message.headers.set("Content-Length", str(len(message.body)))
-    return bytes(message)
-
-
-def top_via(message: Message) -> Via:
-    cached = getattr(message, "_top_via", None)
-    return cached if cached is not None else message.via[0]
-
-
-def from_addr(message: Message) -> Address:
-    cached = getattr(message, "_from", None)
-    return cached if cached is not None else message.from_address
-
-
-def to_addr(message: Message) -> Address:
-    cached = getattr(message, "_to", None)
-    return cached if cached is not None else message.to_address
-
-
-def to_tag(message: Message) -> str | None:
-    return to_addr(message).parameters.get("tag")
-
-
 def stamp_via(request: Request, peer: Peer) -> None:
     """Add `received` and `rport` to the top Via (RFC 3261 §18.2.1, RFC 3581 §4)."""
-    values = request.headers.getlist("Via")
-    vias = Via.parse_many(values[0])
-    via = vias[0]
+    via = request.top_via
     params = via.parameters
-    changes: dict[str, str | None] = {}
     if "rport" in params:
-        changes["rport"] = str(peer.port)
-        changes["received"] = peer.host
+        changed = {**params, "received": peer.host, "rport": str(peer.port)}
     elif via.host != peer.host:
-        changes["received"] = peer.host
-    if changes:
-        vias[0] = dataclasses.replace(via, parameters=params.replace(**changes))
-        values[0] = ", ".join(str(v) for v in vias)
-        request.headers.setlist("Via", values)
-        request._top_via = vias[0]  # type: ignore[attr-defined]
+        changed = {**params, "received": peer.host}
+    else:
+        return
+    vias = list(request.via)
+    vias[0] = via._replace(parameters=changed)
+    request.set_vias(vias)
 
 
 def response_peer(request: Request, peer: Peer) -> Peer:
     """Where to send responses: the source for TCP and rport (RFC 3581), else Via."""
     if peer.reliable:
         return peer
-    via = top_via(request)
+    via = request.top_via
     if "rport" in via.parameters:
         return peer
     host = via.parameters.get("received") or via.host
@@ -208,23 +116,16 @@ def make_response(
     request: Request, code: int, phrase: str | None = None, to_tag: str | None = None
 ) -> Response:
     """A response copying Via, From, To, Call-ID and CSeq (RFC 3261 §8.2.6.2)."""
-    response = Response(code=code, phrase=phrase or REASON_PHRASES.get(code, "Unknown"))
-    headers = response.headers
-    headers.setlist("Via", list(request.headers.getlist("Via")))
-    headers.set("From", request.headers["From"])
-    to = request.headers["To"]
-    if to_tag and code > 100 and to_addr(request).parameters.get("tag") is None:
-        to = f"{to};tag={to_tag}"
-    headers.set("To", to)
-    headers.set("Call-ID", request.headers["Call-ID"])
-    headers.set("CSeq", request.headers["CSeq"])
+    headers = request.headers.subset("Via", "From", "To", "Call-ID", "CSeq")
+    if to_tag and code > 100 and request.to_address.tag is None:
+        headers.set("To", f"{headers['To']};tag={to_tag}")
     headers.set("Server", SERVER_NAME)
-    return response
+    return Response(code, phrase or REASON_PHRASES.get(code, "Unknown"), headers)
 
 
 def make_request(
     method: str,
-    uri: URI | str,
+    uri: Uri | str,
     *,
     via: Via | str,
     from_: str,
@@ -237,7 +138,7 @@ def make_request(
     routes: list[str] | None = None,
 ) -> Request:
     """Every request the server sends: in-dialog, new INVITEs, CANCEL and ACK."""
-    request = Request(method=method, uri=uri if isinstance(uri, URI) else URI.parse(uri))
+    request = Request(method, uri)
     h = request.headers
     h.set("Via", str(via))
     h.set("Max-Forwards", "70")
@@ -278,6 +179,7 @@ def request_on_invite(invite: Request, method: str, to: str | None = None) -> Re
 _SHED_METHODS = (b"REGISTER ", b"INVITE ")
 _COPIED = {b"via", b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq"}
 _CREDENTIALS = (b"authorization", b"proxy-authorization")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def shed_response(data: bytes, phrase: bytes, retry_after: int) -> bytes | None:
@@ -290,9 +192,7 @@ def shed_response(data: bytes, phrase: bytes, retry_after: int) -> bytes | None:
     """
     if not data.startswith(_SHED_METHODS):
         return None
-    head = data.split(b"\r\n\r\n", 1)[0]
-    lines = head.split(b"\r\n")
-    out = [b"SIP/2.0 503 " + phrase]
+    lines = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep:
@@ -302,10 +202,35 @@ def shed_response(data: bytes, phrase: bytes, retry_after: int) -> bytes | None:
             return None
         if key in (b"to", b"t") and b";tag=" in value.replace(b" ", b""):
             return None
-        if key in _COPIED:
-            out.append(line)
-    if len(out) < 6:
+    copied = _copied_lines(lines)
+    if len(copied) < 5:
         return None  # missing mandatory headers: let the parser refuse it
-    out.append(b"Retry-After: %d" % retry_after)
-    out.append(b"Content-Length: 0")
-    return b"\r\n".join(out) + b"\r\n\r\n"
+    return _raw_response(b"503 " + phrase, copied, b"Retry-After: %d" % retry_after)
+
+
+def refusal_response(data: bytes, status: int, reason: str) -> bytes | None:
+    """A stateless answer to a request too broken to parse, or None (RFC 4475 §3.1.2).
+
+    Built from the raw header lines, like `shed_response`; only when a Via line
+    is there to answer along. Responses and ACKs are never answered.
+    """
+    if data.startswith(b"SIP/") or data.lstrip(b"\r\n").startswith(b"ACK "):
+        return None
+    lines = data.lstrip(b"\r\n").split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    copied = _copied_lines(lines)
+    if not any(line.split(b":", 1)[0].strip().lower() in (b"via", b"v") for line in copied):
+        return None
+    phrase = REASON_PHRASES.get(status, "Bad Request")
+    if status == 400:
+        phrase = _CONTROL.sub("?", f"{phrase} - {reason}")[:80]
+    return _raw_response(f"{status} {phrase}".encode(errors="replace"), copied)
+
+
+def _copied_lines(lines: list[bytes]) -> list[bytes]:
+    """The Via, From, To, Call-ID and CSeq lines a response repeats (§8.2.6.2)."""
+    return [line for line in lines[1:] if line.partition(b":")[0].strip().lower() in _COPIED]
+
+
+def _raw_response(status_line: bytes, copied: list[bytes], *extra: bytes) -> bytes:
+    lines = [b"SIP/2.0 " + status_line, *copied, *extra, b"Content-Length: 0"]
+    return b"\r\n".join(lines) + b"\r\n\r\n"

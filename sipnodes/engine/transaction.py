@@ -9,24 +9,28 @@ Departure from RFC 3261, commented where it happens: the INVITE server
 transaction retransmits its own 2xx (Timer G schedule) until the TU reports
 the ACK, instead of the TU core doing it (§13.3.1.4); RFC 6026's Timer L
 bounds it. One place for all retransmissions keeps the B2BUA simpler.
+
+A non-INVITE server transaction in Completed over UDP only answers
+retransmissions with its final response until Timer J (§17.2.2). At thousands
+of REGISTERs a second that is hundreds of thousands of transactions, so the
+layer keeps just the response bytes and the address for that state
+(`TransactionLayer.retire`), and ends them all on one timer: Timer J is the
+same for every one of them.
 """
 
 from __future__ import annotations
 
 import enum
+from collections import deque
 from typing import Protocol
 
-from sipmessage import URI, Request, Response
-
+from .message import Request, Response
 from .sipmsg import (
     MAGIC_COOKIE,
     Peer,
     Send,
-    from_addr,
     request_on_invite,
     response_peer,
-    serialize,
-    top_via,
 )
 from .timers import Scheduler, Timer
 
@@ -118,8 +122,8 @@ TRANSITIONS: dict[Kind, dict[tuple[State, str], State]] = {
 }
 
 
-_DONE = Request(method="DONE", uri=URI("sip", "invalid"))
-_DONE_RESPONSE = Response(code=200, phrase="OK")  # final_sent stays true
+_DONE = Request("DONE", "sip:invalid")
+_DONE_RESPONSE = Response(200, "OK")  # final_sent stays true
 
 
 class TransactionUser(Protocol):
@@ -139,6 +143,7 @@ class NoUser:
 
 
 class Transaction:
+    __slots__ = ("layer", "request", "peer", "branch", "owner", "_timers", "kind", "state")
     kind: Kind
     state: State
 
@@ -146,7 +151,7 @@ class Transaction:
         self.layer = layer
         self.request = request
         self.peer = peer
-        self.branch = top_via(request).parameters.get("branch") or ""
+        self.branch = request.top_via.branch
         self.owner: object = None  # the TU's handle for this transaction (None: not the TU's)
         self._timers: dict[str, Timer] = {}
 
@@ -185,6 +190,8 @@ class Transaction:
 class ClientTransaction(Transaction):
     """§17.1: sends a request, retransmits it over UDP, hands responses to the TU."""
 
+    __slots__ = ("fallback", "method", "data", "interval", "last_response", "_ack")
+
     def __init__(
         self,
         layer: TransactionLayer,
@@ -198,7 +205,7 @@ class ClientTransaction(Transaction):
         self.method = request.method
         self.kind = Kind.ICT if self.method == "INVITE" else Kind.NICT
         self.state = State.CALLING if self.kind is Kind.ICT else State.TRYING
-        self.data = serialize(request)
+        self.data = bytes(request)
         self.interval = T1
         self.last_response: Response | None = None
         self._ack: bytes | None = None
@@ -247,7 +254,7 @@ class ClientTransaction(Transaction):
             else:
                 # §17.1.1.3: the transaction ACKs a non-2xx final itself.
                 if self._ack is None:
-                    self._ack = serialize(
+                    self._ack = bytes(
                         request_on_invite(self.request, "ACK", response.headers["To"])
                     )
                     self._stop("timer_A")
@@ -272,6 +279,8 @@ class ClientTransaction(Transaction):
 
 class ServerTransaction(Transaction):
     """§17.2: absorbs request retransmissions and retransmits responses over UDP."""
+
+    __slots__ = ("key", "reply_to", "last_response", "_last_data", "interval", "acked")
 
     def __init__(self, layer: TransactionLayer, request: Request, peer: Peer, now: float):
         super().__init__(layer, request, peer)
@@ -298,7 +307,7 @@ class ServerTransaction(Transaction):
         if not self._fire(event):
             return False
         self.last_response = response
-        self._last_data = serialize(response)
+        self._last_data = bytes(response)
         self.layer.outbox.append(Send(self._last_data, self.reply_to))
         reliable = self.peer.reliable
         if self.kind is Kind.IST and code >= 200:
@@ -310,7 +319,10 @@ class ServerTransaction(Transaction):
             else:
                 self._start("timer_H", now + TIMER_H)
         elif self.kind is Kind.NIST and code >= 200:
-            self._start("timer_J", now + (0 if reliable else TIMER_J))
+            if reliable:
+                self._start("timer_J", now)  # Timer J is zero over a reliable transport
+            else:
+                self.layer.retire(self, self._last_data, now + TIMER_J)
         if code >= 200:
             # From here on the transaction only resends `_last_data` and matches
             # ACKs, for up to 64*T1: keep the bytes, not the parsed messages
@@ -347,13 +359,13 @@ class ServerTransaction(Transaction):
 
 def server_key(request: Request) -> tuple[str, ...]:
     """§17.2.3 matching; RFC 2543 peers (no magic cookie) are keyed on Call-ID and CSeq."""
-    via = top_via(request)
+    via = request.top_via
     method = "INVITE" if request.method == "ACK" else request.method
     branch = via.parameters.get("branch") or ""
     sent_by = f"{via.host}:{via.port or ''}"
     if branch.startswith(MAGIC_COOKIE):
         return (branch, sent_by, method)
-    tag = from_addr(request).parameters.get("tag") or ""
+    tag = request.from_address.tag or ""
     return (request.call_id, tag, str(request.cseq.sequence), sent_by, method)
 
 
@@ -368,6 +380,10 @@ class TransactionLayer:
         self.tu: TransactionUser = tu or NoUser()
         self.client: dict[tuple[str, str], ClientTransaction] = {}
         self.server: dict[tuple[str, ...], ServerTransaction] = {}
+        # Retired non-INVITE server transactions: key -> (final response, where it went),
+        # and when each ends, oldest first.
+        self.completed: dict[tuple[str, ...], Send] = {}
+        self._timer_j: deque[tuple[float, tuple[str, ...]]] = deque()
 
     def receive_request(
         self, request: Request, peer: Peer, now: float
@@ -387,6 +403,10 @@ class TransactionLayer:
         if tx is not None:
             tx.receive_retransmission(now)
             return None, False
+        done = self.completed.get(key)
+        if done is not None:  # §17.2.2: Completed answers a retransmission with the final
+            self.outbox.append(done)
+            return None, False
         tx = ServerTransaction(self, request, peer, now)
         self.server[key] = tx
         return tx, True
@@ -397,7 +417,7 @@ class TransactionLayer:
         return self.server.get((*key[:-1], "INVITE"))
 
     def receive_response(self, response: Response, now: float) -> bool:
-        key = (top_via(response).parameters.get("branch") or "", response.cseq.method)
+        key = (response.top_via.branch, response.cseq.method)
         tx = self.client.get(key)
         if tx is None:
             return False
@@ -411,6 +431,22 @@ class TransactionLayer:
         self.client[(tx.branch, tx.method)] = tx
         return tx
 
+    def retire(self, tx: ServerTransaction, final: bytes, until: float) -> None:
+        """Keep a non-INVITE server transaction in Completed as bytes until Timer J."""
+        self.server.pop(tx.key, None)
+        self.completed[tx.key] = Send(final, tx.reply_to)
+        if not self._timer_j:
+            self.scheduler.call_at(until, self._end_completed)
+        self._timer_j.append((until, tx.key))
+
+    def _end_completed(self, now: float) -> None:
+        """Timer J of every retired transaction due by `now` (Completed -> Terminated)."""
+        due = self._timer_j
+        while due and due[0][0] <= now:
+            self.completed.pop(due.popleft()[1], None)
+        if due:
+            self.scheduler.call_at(due[0][0], self._end_completed)
+
     def _forget(self, tx: Transaction) -> None:
         if isinstance(tx, ClientTransaction):
             self.client.pop((tx.branch, tx.method), None)
@@ -418,4 +454,4 @@ class TransactionLayer:
             self.server.pop(tx.key, None)
 
     def __len__(self) -> int:
-        return len(self.client) + len(self.server)
+        return len(self.client) + len(self.server) + len(self.completed)

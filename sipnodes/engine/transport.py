@@ -15,7 +15,8 @@ import socket
 import struct
 from collections.abc import Callable
 
-from .sipmsg import MAX_MESSAGE_SIZE, Peer, Send
+from .message import MAX_MESSAGE_SIZE
+from .sipmsg import Peer, Send
 
 log = logging.getLogger(__name__)
 

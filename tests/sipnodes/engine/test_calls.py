@@ -1,27 +1,22 @@
 """The B2BUA (half-call model) through the sans-IO Engine, on a fake clock."""
 
-import dataclasses
-
 import pytest
 
-from sipnodes.engine.core import Engine
 from sipnodes.engine.transaction import T1, TIMER_B
 
-from .helpers import REALM, Net, Phone, make_config
+from .helpers import REALM, T0, Pbx, make_config, same_clock
 
 SDP_A = b"v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
 SDP_B = SDP_A.replace(b"o=a", b"o=b")
-T0 = 1000.0
 
 
-class Scene:
-    def __init__(self, to_wall=lambda now: now, **overrides):
-        self.engine = Engine(make_config(**overrides), T0, secret=b"s" * 16, to_wall=to_wall)
-        self.net = Net(self.engine)
-        self.a = Phone(self.net, "100", 6000)
-        self.b = Phone(self.net, "101", 6002)
-        assert self.a.register(T0).code == 200
-        assert self.b.register(T0).code == 200
+class Scene(Pbx):
+    """Caller 100 and callee 101, registered; the steps of a call between them."""
+
+    def __init__(self, to_wall=same_clock, **overrides):
+        super().__init__(T0, to_wall=to_wall, **overrides)
+        self.a = self.registered("100", 6000)
+        self.b = self.registered("101", 6002)
         self.engine.events.clear()
 
     def invite(self, number="101", now=T0 + 1, body=SDP_A):
@@ -118,9 +113,6 @@ class Scene:
         )
         req.headers.set("From", binv.headers["To"] + ";tag=btag")
         return req
-
-    def events(self, type_):
-        return [dataclasses.asdict(e.data) for e in self.engine.events if e.type == type_]
 
     def cdr(self):
         [cdr] = self.events("cdr")

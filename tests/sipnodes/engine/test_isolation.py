@@ -33,7 +33,7 @@ def imported_roots(path) -> set[str]:
 def test_the_module_list_is_found_on_disk():
     modules = engine_modules()
     assert {"calls", "core", "transaction", "server"} <= set(modules)
-    assert SHELL <= set(modules), "a shell module was renamed: update SHELL"
+    assert set(modules) >= SHELL, "a shell module was renamed: update SHELL"
 
 
 def test_engine_imports_no_django_and_no_other_app():

@@ -1,15 +1,7 @@
 """RFC 3261 §17 transactions on a fake clock: timers are asserted, never slept."""
 
-from sipmessage import Parameters, Response, Via
-
-from sipnodes.engine.sipmsg import (
-    Peer,
-    make_request,
-    make_response,
-    new_branch,
-    parse,
-    serialize,
-)
+from sipnodes.engine.message import Response, Via, parse
+from sipnodes.engine.sipmsg import Peer, make_request, make_response, new_branch
 from sipnodes.engine.timers import Scheduler
 from sipnodes.engine.transaction import (
     T1,
@@ -18,6 +10,7 @@ from sipnodes.engine.transaction import (
     TIMER_B,
     TIMER_F,
     TIMER_H,
+    TIMER_J,
     Kind,
     State,
     TransactionLayer,
@@ -50,7 +43,7 @@ def request(method="INVITE", branch=None):
     return make_request(
         method,
         "sip:101@127.0.0.1:6000",
-        via=Via("UDP", "127.0.0.1", 5060, Parameters(branch=branch or new_branch())),
+        via=Via("UDP", "127.0.0.1", 5060, {"branch": branch or new_branch()}),
         from_="<sip:100@x>;tag=a",
         to="<sip:101@x>",
         call_id="c1",
@@ -59,7 +52,7 @@ def request(method="INVITE", branch=None):
 
 
 def reply(req, code, tag="t"):
-    return parse(serialize(make_response(req, code, to_tag=tag)))
+    return parse(bytes(make_response(req, code, to_tag=tag)))
 
 
 def run_until(sched, end):
@@ -149,7 +142,7 @@ def test_invite_server_retransmits_error_until_ack_then_timer_i():
     assert new and tx.kind is Kind.IST and tx.state is State.PROCEEDING
     tx.respond(make_response(req, 100), 0.0)
     # Retransmitted INVITE: the last provisional again, not the TU.
-    again, new = layer.receive_request(parse(serialize(req)), UDP, 0.1)
+    again, new = layer.receive_request(parse(bytes(req)), UDP, 0.1)
     assert again is None and not new and len(outbox) == 2
     tx.respond(make_response(req, 486, to_tag="x"), 0.2)
     assert tx.state is State.COMPLETED
@@ -202,11 +195,27 @@ def test_non_invite_server_absorbs_retransmissions_until_timer_j():
     assert tx.state is State.TRYING
     assert tx.respond(make_response(req, 200), 0.0)
     assert tx.state is State.COMPLETED
-    assert layer.receive_request(parse(serialize(req)), UDP, 1.0) == (None, False)
+    assert layer.receive_request(parse(bytes(req)), UDP, 1.0) == (None, False)
     assert len(outbox) == 2  # the response was sent again
     assert not tx.respond(make_response(req, 500), 1.0)  # no second final
-    run_until(sched, 64 * T1)
-    assert tx.state is State.TERMINATED
+    assert outbox[1].data == outbox[0].data and outbox[1].peer == outbox[0].peer
+    assert run_until(sched, 64 * T1) == [TIMER_J]
+    assert len(layer) == 0  # Terminated: nothing is kept
+    again, new = layer.receive_request(parse(bytes(req)), UDP, 64 * T1)
+    assert new and again is not tx  # a late copy now starts a new transaction
+
+
+def test_completed_non_invite_transactions_all_end_on_one_timer():
+    sched, outbox, tu, layer = setup()
+    for i in range(100):
+        req = request("REGISTER")
+        tx, _ = layer.receive_request(req, UDP, i * 0.01)
+        tx.respond(make_response(req, 200), i * 0.01)
+    assert len(layer.completed) == 100 and len(sched) == 1
+    run_until(sched, TIMER_J + 0.495)
+    assert len(layer.completed) == 50  # each ended TIMER_J after its own response
+    run_until(sched, TIMER_J + 1)
+    assert len(layer) == 0 and len(sched) == 0
 
 
 def test_cancel_finds_its_invite_transaction():
