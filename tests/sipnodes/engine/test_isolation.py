@@ -62,6 +62,18 @@ def test_sans_io_cores_import_no_io():
     assert {m: found for m, found in offenders.items() if found} == {}
 
 
+def test_no_engine_function_is_longer_than_a_screen():
+    """Every function of the engine reads in one pass (about 60 lines at most)."""
+    long = [
+        f"{module}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
+        for module in engine_modules()
+        for node in ast.walk(ast.parse((ENGINE / f"{module}.py").read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > 60
+    ]
+    assert long == []
+
+
 def test_the_check_sees_an_io_import(tmp_path):
     """The AST check itself: an import of `time` inside a function is found."""
     module = tmp_path / "core_like.py"
