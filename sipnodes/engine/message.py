@@ -328,6 +328,8 @@ class Address(NamedTuple):
                 raise ValueError(f"display name {name[:20]!r} must be quoted")
         else:  # addr-spec: parameters after the URI belong to the header (§20.10)
             uri_text, _, params = text.partition(";")
+            if "?" in uri_text:  # §20.10: a URI holding "?" must be in <> (RFC 4475 §3.1.2.13)
+                raise ValueError(f"URI with '?' outside <>: {uri_text[:40]!r}")
             return cls("", Uri.parse(uri_text), parse_params(params) if params else _NONE)
         end = rest.find(">")
         if end < 0:
@@ -616,6 +618,13 @@ def _request(start: str, headers: Headers) -> Request:
         raise RemoteProtocolError("bad method")
     if uri.startswith("<") or ":" not in uri:
         raise RemoteProtocolError("bad Request-URI")
+    # §19.1.1: a SIP Request-URI has no headers (RFC 4475 §3.1.2.11); a user part may hold "?".
+    if (
+        "?" in uri
+        and uri.partition(":")[0].lower() in ("sip", "sips")
+        and "?" in uri.rpartition("@")[2]
+    ):
+        raise RemoteProtocolError("headers in the Request-URI")
     return Request(method, uri, headers)
 
 

@@ -55,6 +55,11 @@ class Registrar:
         """Answer one REGISTER; the changes are for the event stream."""
         if not request.to_address.uri.is_sip:  # §10.3 step 3: the AOR must be sip/sips
             return make_response(request, 400, "Bad Request - address of record is not SIP"), []
+        try:  # syntax before the challenge: a malformed Contact is refused (RFC 4475 §3.1.2.13)
+            request.contact  # noqa: B018  # parsed once, kept for `_wanted`
+        except ValueError:
+            if [c.strip() for c in request.headers.getlist("Contact")] != ["*"]:
+                return make_response(request, 400, "Bad Request - Contact"), []
         user = self._authenticate(request, now)
         if isinstance(user, Response):
             return user, []
