@@ -20,7 +20,8 @@ from .sipmsg import Peer, Send
 
 log = logging.getLogger(__name__)
 
-_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", re.I | re.M)
+# Anywhere in the header block: lines end in CRLF, so `$` (before the LF) follows an optional CR.
+_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r?$", re.I | re.M)
 
 Receiver = Callable[[bytes, Peer], None]
 UDP_BUFFER = 8 * 1024 * 1024

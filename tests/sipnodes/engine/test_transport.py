@@ -28,6 +28,31 @@ def test_any_split_gives_the_same_messages(cuts):
     assert out == [MSG, MSG, MSG]
 
 
+# linphonec 5.1 over TCP, as it sent it: Authorization after Content-Length.
+LINPHONE_REGISTER = (
+    b"REGISTER sip:127.0.0.1:5070;transport=tcp SIP/2.0\r\n"
+    b"Via: SIP/2.0/TCP 127.0.0.1:34567;alias;branch=z9hG4bK.xyz;rport\r\n"
+    b"From: <sip:100@127.0.0.1>;tag=Abc\r\n"
+    b"To: sip:100@127.0.0.1\r\n"
+    b"CSeq: 21 REGISTER\r\n"
+    b"Call-ID: q9iBd\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Supported: replaces, outbound, gruu, path\r\n"
+    b'Contact: "Linphone 100" <sip:100@127.0.0.1:34567;transport=tcp>;'
+    b'+sip.instance="<urn:uuid:a4f5c1d0-0000-1000-8000-000000000001>"\r\n'
+    b"Expires: 3600\r\n"
+    b"User-Agent: Linphone-Desktop/5.1 (belle-sip/5.1)\r\n"
+    b"Content-Length: 0\r\n"
+    b'Authorization:  Digest realm="vs12.sipcloud", nonce="abc", algorithm=MD5, '
+    b'username="100", uri="sip:127.0.0.1:5070;transport=tcp", response="0"\r\n\r\n'
+)
+
+
+def test_content_length_anywhere_in_the_headers():
+    f = StreamFramer()
+    assert f.feed(LINPHONE_REGISTER + MSG) == [LINPHONE_REGISTER, MSG]
+
+
 def test_compact_content_length():
     f = StreamFramer()
     msg = MSG.replace(b"Content-Length: 4", b"l: 4")
