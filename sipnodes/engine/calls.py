@@ -72,12 +72,16 @@ class CallSettings:
 
     public_address: str
     sip_port: int
+    domain: str  # the server's SIP domain (its realm): what callees see the caller at
     cdr: CdrOptions
     limits: CallLimits
 
     @classmethod
     def from_config(cls, config: Config) -> CallSettings:
-        return cls(config.public_address, config.listen.sip_port, config.cdr, config.call_limits)
+        listen = config.listen
+        return cls(
+            config.public_address, listen.sip_port, config.realm, config.cdr, config.call_limits
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -213,8 +217,8 @@ class B2BUA:
             fallback=_contact_peer(caller_contact, peer),
         )
         t_tag = random_token(6)
-        host = self.settings.public_address
-        name = req.from_address.name or user.display_name
+        host = self.settings.domain
+        name = user.display_name or req.from_address.name  # the portal's name comes first
         display = '"' + name.replace('"', "") + '" ' if name else ""
         t = Leg(
             side="T",

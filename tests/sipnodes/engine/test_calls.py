@@ -19,7 +19,7 @@ class Scene(Pbx):
         self.b = self.registered("101", 6002)
         self.engine.events.clear()
 
-    def invite(self, number="101", now=T0 + 1, body=SDP_A):
+    def invite(self, number="101", now=T0 + 1, body=SDP_A, headers=None):
         a = self.a
         self.call_id = f"call-{number}"
         self.tag = "atag"
@@ -30,6 +30,7 @@ class Scene(Pbx):
             from_tag=self.tag,
             to=f"<sip:{number}@{REALM}>",
             body=body,
+            headers=headers,
         )
         a.send(first, now)
         challenge = a.take()[-1]
@@ -51,6 +52,7 @@ class Scene(Pbx):
             from_tag=self.tag,
             to=f"<sip:{number}@{REALM}>",
             body=body,
+            headers=headers,
         )
         a.authorize(
             self.inv, challenge.headers.getlist("Proxy-Authenticate")[0], "Proxy-Authorization"
@@ -132,6 +134,28 @@ def test_invite_needs_proxy_auth_and_wrong_password_is_refused():
     a.send(bad, T0)
     assert a.take()[-1].code == 403
     assert s.engine.events == []  # no call, no CDR for unauthenticated attempts
+
+
+def test_the_callee_sees_the_caller_at_the_server_domain_with_the_portal_name():
+    s = Scene()
+    s.invite()
+    binv = s.callee_invite()
+    caller, callee = binv.from_address, binv.to_address
+    assert (caller.name, caller.uri.text) == ("User 100", f"sip:100@{REALM}")
+    assert callee.uri.text == f"sip:101@{REALM}"
+
+
+def test_a_linphone_contact_with_a_display_name_and_sip_instance_calls():
+    """linphonec 5.1's Contact: display name, and a quoted `+sip.instance` holding <...>."""
+    contact = (
+        '"Linphone 100" <sip:100@127.0.0.1:6000;transport=udp>;'
+        '+sip.instance="<urn:uuid:a4f5c1d0-0000-1000-8000-000000000001>"'
+    )
+    s = Scene()
+    assert s.a.register(T0, contact=contact).code == 200
+    assert [b.contact for b in s.engine.location.bindings("100")][0].startswith("sip:100@")
+    assert s.invite(headers={"Contact": contact})[-1] == 100
+    assert s.callee_invite().method == "INVITE"
 
 
 def test_answered_call_bye_from_caller():
