@@ -30,6 +30,7 @@ file = {dir}/supervisor.sock
 [supervisord]
 logfile = {dir}/supervisord.log
 pidfile = {dir}/supervisord.pid
+environment = PYTHONDONTWRITEBYTECODE=""  ; as platform/node-supervisord.conf
 childlogdir = {dir}
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
@@ -124,6 +125,12 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--servers", type=int, default=200)
@@ -165,6 +172,7 @@ def main() -> None:
         infos = [i for i in supervisor.all_info() if i.state == "RUNNING"]
         pss = [pss_kib(i.pid) for i in infos]
         rss = [rss_kib(i.pid) for i in infos]
+        cpu = [cpu_seconds(i.pid) for i in infos]  # start-up, and a few idle seconds
         sup_pid = int((work / "supervisord.pid").read_text())
         print(f"servers: {args.servers}, running: {len(infos)}")
         print(f"supervisor update() (add {args.servers} groups): {update_s:.2f} s")
@@ -178,6 +186,10 @@ def main() -> None:
             f"{statistics.median(rss) / 1024:.1f} MiB"
         )
         print(f"PSS total: {sum(pss) / 1024:.0f} MiB")
+        print(
+            f"CPU per worker: median {statistics.median(cpu):.2f} s, max {max(cpu):.2f} s; "
+            f"all workers {sum(cpu):.1f} s, supervisord {cpu_seconds(sup_pid):.1f} s"
+        )
         print(f"supervisord RSS: {rss_kib(sup_pid) / 1024:.1f} MiB")
     finally:
         supervisor.stop_workers(timeout=120)
