@@ -86,7 +86,7 @@ class VirtualServerAdmin(admin.ModelAdmin):
         "last_registration_at",
         "last_call_at",
     )
-    list_filter = ("edition", "actual_state", "desired_state", "host")
+    list_filter = ("edition", "actual_state", "desired_state", "digest_algorithms", "host")
     search_fields = ("name", "tenant__name", "realm")
     fieldsets = (
         (None, {"fields": ("name", "tenant", "edition_and_payment", "host", "realm")}),

@@ -95,6 +95,13 @@ class VirtualServer(models.Model):
         ENGLISH = "en", "English"
         CHINESE = "zh", "Chinese"
 
+    class DigestAlgorithms(models.TextChoices):
+        """The digest challenges the worker sends, most preferred first (RFC 8760)."""
+
+        MD5 = "md5", "MD5 only"
+        SHA256_MD5 = "sha256+md5", "SHA-256 and MD5"
+        SHA256 = "sha256", "SHA-256 only"
+
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="servers")
     name = models.CharField(max_length=80)
     edition = models.PositiveIntegerField(choices=Edition.choices, default=Edition.CLIENTS_5)
@@ -116,6 +123,20 @@ class VirtualServer(models.Model):
     )
     media_relay = models.BooleanField(default=True)
     upnp = models.BooleanField("UPnP", default=False)
+    # MD5 only by default: the one choice every phone we test with can register with
+    # (docs/operations.md, "Digest algorithms").
+    digest_algorithms = models.CharField(
+        max_length=10,
+        choices=DigestAlgorithms.choices,
+        default=DigestAlgorithms.MD5,
+        help_text=(
+            "MD5 only: every phone registers, baresip 1.0 (Debian 12) and SIPp included. "
+            "SHA-256 and MD5: SHA-256 is offered first; linphone 5.1 and pjsua 2.15 "
+            "register, but phones that answer only the first challenge (SIPp) or give up "
+            "when they see SHA-256 (baresip 1.0) cannot. SHA-256 only: MD5 answers are "
+            "refused; only phones with SHA-256 digest (linphone, pjsua) register."
+        ),
+    )
 
     # CDR options.
     cdr_failed_calls = models.BooleanField("generate failed-call CDR", default=True)

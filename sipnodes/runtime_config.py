@@ -12,6 +12,14 @@ from sipnodes.selectors import server_local_users
 # The sockets a worker binds when it starts: a change to one of them needs a restart.
 BOUND_AT_START = ("address", "sip_port", "callback_port")
 
+# The engine's `auth.algorithms`: the challenges sent, in this order, and the only
+# algorithms whose answers are taken. SHA-256 first when both (RFC 8760: most preferred first).
+DIGEST_ALGORITHMS = {
+    VirtualServer.DigestAlgorithms.MD5: ("MD5",),
+    VirtualServer.DigestAlgorithms.SHA256_MD5: ("SHA-256", "MD5"),
+    VirtualServer.DigestAlgorithms.SHA256: ("SHA-256",),
+}
+
 
 def render_runtime_config(
     server: VirtualServer, *, redis_url: str, spool_dir: Path
@@ -42,6 +50,7 @@ def render_runtime_config(
             "realtime_display": server.cdr_realtime_display,
         },
         "call_limits": {"no_answer_timeout": 60, "max_call_duration": 0},
+        "auth": {"algorithms": list(DIGEST_ALGORITHMS[server.digest_algorithms])},
         "users": [
             {
                 "number": user.number,

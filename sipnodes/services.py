@@ -132,14 +132,21 @@ SYSTEM_SETTINGS = (
     "upnp",
     "cdr_failed_calls",
     "cdr_realtime_display",
+    "digest_algorithms",
 )
 
 
 @transaction.atomic
 def server_update_settings(*, server: VirtualServer, **values: object) -> VirtualServer:
+    """Settings the worker takes by a reload (SIGHUP), the digest algorithms included, so a
+    change keeps its calls and registrations."""
     unknown = set(values) - set(SYSTEM_SETTINGS)
     if unknown:
         raise TypeError(f"not a system setting: {', '.join(sorted(unknown))}")
+    algorithms = values.get("digest_algorithms", server.digest_algorithms)
+    if algorithms not in VirtualServer.DigestAlgorithms.values:
+        # Refused here, where it is made, not later by the node agent that renders it.
+        raise ValueError(f"no such digest algorithms choice: {algorithms!r}")
     for field, value in values.items():
         setattr(server, field, value)
     server.save(update_fields=[*values, "updated_at"])

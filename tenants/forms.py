@@ -47,6 +47,8 @@ class SystemSettingsForm(forms.ModelForm):
             "cdr_failed_calls": "Off: unanswered calls write no CDR.",
             "cdr_realtime_display": "Off: the live calls view shows nothing.",
         }
+        # Three choices, each with its consequence in the help text: all in view at once.
+        widgets = {"digest_algorithms": forms.RadioSelect}
 
 
 class CallbackSettingsForm(forms.Form):

@@ -135,7 +135,10 @@ class Authenticator:
         if params is None:
             return AuthResult(Outcome.CHALLENGE)
         algorithm = params.get("algorithm", "MD5").upper()
-        if algorithm not in ALGORITHMS or params.get("realm") != self.realm:
+        # Only an algorithm we offer: a server set to SHA-256 only must not let MD5 in.
+        # Not FORBIDDEN: the password may be right; a fresh challenge says what we take.
+        offered = algorithm in ALGORITHMS and algorithm in self.order
+        if not offered or params.get("realm") != self.realm:
             return AuthResult(Outcome.CHALLENGE)
         nonce = params.get("nonce", "")
         age = self._nonce_age(nonce, now)

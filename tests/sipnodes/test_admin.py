@@ -77,6 +77,7 @@ def change_form(server: VirtualServer, **changes: object) -> dict[str, object]:
         "name": server.name,
         "out_group_prefix": server.out_group_prefix,
         "prompt_language": server.prompt_language,
+        "digest_algorithms": server.digest_algorithms,
         "callback_app_server_address": server.callback_app_server_address,
         "callback_default_caller": server.callback_default_caller,
         "users-TOTAL_FORMS": len(users),

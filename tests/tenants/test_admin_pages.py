@@ -44,6 +44,7 @@ def test_owner_edits_system_settings(owner_client, tenant_a):
             "upnp": "on",
             "cdr_failed_calls": "",
             "cdr_realtime_display": "on",
+            "digest_algorithms": "md5",
         },
     )
     assert response.status_code == 302
