@@ -24,6 +24,19 @@ from sipnodes.models import Cdr, LocalUser, PortAllocation, SipHost, VirtualServ
 
 # The server fields an operator edits on its page, besides SYSTEM_SETTINGS.
 CALLBACK_FIELDS = ("callback_app_server_address", "callback_default_caller")
+# What the host and the event stream report: shown to operators, never edited.
+STATE_FIELDS = (
+    "desired_state",
+    "awaiting_verification",
+    "actual_state",
+    "state_detail",
+    "state_checked_at",
+    "restart_count",
+    "registered_clients",
+    "registered_clients_at",
+    "last_registration_at",
+    "last_call_at",
+)
 
 
 @admin.register(SipHost)
@@ -93,23 +106,7 @@ class VirtualServerAdmin(admin.ModelAdmin):
         ("Ports", {"fields": ("sip_port", "callback_port", "media_port_first", "media_port_last")}),
         ("System settings", {"fields": [f for f in services.SYSTEM_SETTINGS if f != "name"]}),
         ("Call-back", {"fields": CALLBACK_FIELDS}),
-        (
-            "State",
-            {
-                "fields": (
-                    "desired_state",
-                    "awaiting_verification",
-                    "actual_state",
-                    "state_detail",
-                    "state_checked_at",
-                    "restart_count",
-                    "registered_clients",
-                    "registered_clients_at",
-                    "last_registration_at",
-                    "last_call_at",
-                )
-            },
-        ),
+        ("State", {"fields": STATE_FIELDS}),
     )
     readonly_fields = (
         "tenant",
@@ -120,16 +117,7 @@ class VirtualServerAdmin(admin.ModelAdmin):
         "callback_port",
         "media_port_first",
         "media_port_last",
-        "desired_state",
-        "awaiting_verification",
-        "actual_state",
-        "state_detail",
-        "state_checked_at",
-        "restart_count",
-        "registered_clients",
-        "registered_clients_at",
-        "last_registration_at",
-        "last_call_at",
+        *STATE_FIELDS,
     )
     inlines = [LocalUserInline]
     actions = ["start_servers", "stop_servers", "restart_servers"]

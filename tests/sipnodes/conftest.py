@@ -13,12 +13,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from django.conf import settings
 
 from tests.support import free_port, require_tool
 
 from .engine.processes import Sipp
 from .node_host import NodeHost, make_node_host
 from .private_servers import PrivatePostgres, PrivateRedis, manage, manage_env, postgres_bin
+
+
+@pytest.fixture
+def broker() -> Iterator[redis.Redis]:
+    """The test host's Celery queue (`host.test-host`), empty before and after."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.delete("host.test-host")
+    yield client
+    client.delete("host.test-host")
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 reload, never a restart."""
 
 import pytest
-import redis
-from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
@@ -16,15 +14,6 @@ from .test_provisioning import queued
 
 Choice = VirtualServer.DigestAlgorithms
 MIGRATION = "0003_virtualserver_digest_algorithms"
-
-
-@pytest.fixture
-def broker():
-    """The test host's queue, empty (as in test_provisioning)."""
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    client.delete("host.test-host")
-    yield client
-    client.delete("host.test-host")
 
 
 def rendered(server: VirtualServer, tmp_path) -> dict:

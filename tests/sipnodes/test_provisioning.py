@@ -4,20 +4,10 @@ import datetime
 import json
 
 import pytest
-import redis
-from django.conf import settings
 from django.utils import timezone
 
 from sipnodes import services
 from sipnodes.models import VirtualServer
-
-
-@pytest.fixture
-def broker():
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    client.delete("host.test-host")
-    yield client
-    client.delete("host.test-host")
 
 
 def queued(broker) -> list[tuple[str, list]]:
