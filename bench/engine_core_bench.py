@@ -169,7 +169,9 @@ class Bench:
         to = next(x for x in challenge.decode().split("\r\n") if x.startswith("To:"))
         self.feed(in_dialog("ACK", 1, to, f"c{n}-1"), self.phone)
         nonce = _NONCE.search(challenge).group(1).decode()  # type: ignore[union-attr]
-        auth = authorization("Proxy-Authorization", caller, "INVITE", f"sip:{callee}@{REALM}", nonce)
+        auth = authorization(
+            "Proxy-Authorization", caller, "INVITE", f"sip:{callee}@{REALM}", nonce
+        )
         trying, t_invite = self.feed(invite(2, auth), self.phone)
         self.feed(reply(t_invite, 180, "Ringing", "b"), self.callee)
         [ok] = self.feed(reply(t_invite, 200, "OK", "b", SDP), self.callee)
