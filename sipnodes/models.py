@@ -1,3 +1,4 @@
+import uuid
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
@@ -103,6 +104,9 @@ class VirtualServer(models.Model):
         SHA256 = "sha256", "SHA-256 only"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="servers")
+    # Never reused, unlike the id (a new database hands out id 1 again): keys the worker's
+    # live state in Redis, so a server can never inherit another's registrations.
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=80)
     edition = models.PositiveIntegerField(choices=Edition.choices, default=Edition.CLIENTS_5)
     paid_until = models.DateField(null=True, blank=True)

@@ -27,6 +27,7 @@ def render_runtime_config(
     users = server_local_users(server=server)
     return {
         "server_id": server.pk,
+        "server_uid": str(server.uid),
         "name": server.name,
         "realm": server.realm,
         "max_clients": server.edition,

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from sipnodes import ports, selectors
 from sipnodes.credentials import digest_ha1, random_sip_password
+from sipnodes.live_state import live_state_delete_on_commit
 from sipnodes.models import FREE_EDITION, LocalUser, PortAllocation, SipHost, VirtualServer
 from sipnodes.provisioning import apply_on_commit, restart_on_commit
 from sipnodes.selectors import EditionChange
@@ -207,8 +208,10 @@ def server_restart(*, server: VirtualServer) -> None:
 
 @transaction.atomic
 def server_delete(*, server: VirtualServer) -> None:
-    """Delete a server with its ports, users and CDRs; its host's agent removes the worker."""
+    """Delete a server with its ports, users and CDRs; its host's agent removes the worker,
+    and its live state in Redis (registrations, calls in progress) goes on commit."""
     apply_on_commit(server)
+    live_state_delete_on_commit(server)
     server.delete()
 
 

@@ -17,6 +17,7 @@ from typing import Any
 ROUTE_TYPES = ("local_user", "external_line", "sip_trunk")
 _HEX = re.compile(r"^[0-9a-fA-F]*$")
 _DIGITS = re.compile(r"^[0-9*#+]*$")
+_UID = re.compile(r"[A-Za-z0-9-]{1,64}\Z")  # one segment of a Redis key: no `:`
 
 
 class ConfigError(ValueError):
@@ -99,7 +100,8 @@ class Callback:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    server_id: int
+    server_id: int  # the database id: events carry it, ingest maps it to the row
+    server_uid: str  # never reused: keys the live state in Redis (location, live calls)
     name: str
     realm: str
     max_clients: int
@@ -218,6 +220,10 @@ def parse_config(data: Any) -> Config:
     server_id = top.get("server_id", int)
     if server_id < 0:
         raise top.fail("server_id", "expected a number >= 0")
+    # A config rendered before servers had a uid has none: key by the id as before, marked.
+    server_uid = top.get("server_uid", str, f"id-{server_id}")
+    if not server_uid or not _UID.match(server_uid):
+        raise top.fail("server_uid", "expected a non-empty string of letters, digits and -")
     realm = top.get("realm", str)
     if not realm or '"' in realm:
         raise top.fail("realm", "expected a non-empty string without quotes")
@@ -228,6 +234,7 @@ def parse_config(data: Any) -> Config:
     callback = top.sub("callback", optional=True)
     return Config(
         server_id=server_id,
+        server_uid=server_uid,
         name=top.get("name", str, ""),
         realm=realm,
         max_clients=max_clients,

@@ -28,14 +28,14 @@ _INT64_MAX = 2**63 - 1
 _EPOCH_MAX = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last time a datetime can hold
 
 
-def live_channel(server_id: int) -> str:
+def live_channel(server_uid: str) -> str:
     """Pub/sub channel on which a worker publishes its call events as they happen."""
-    return f"sipcloud:vs:{server_id}:live"
+    return f"sipcloud:vs:{server_uid}:live"
 
 
-def live_calls_key(server_id: int) -> str:
+def live_calls_key(server_uid: str) -> str:
     """Hash of the calls in progress (field: O-side Call-ID, value: the last call event)."""
-    return f"sipcloud:vs:{server_id}:calls"
+    return f"sipcloud:vs:{server_uid}:calls"
 
 
 class EventType(enum.StrEnum):

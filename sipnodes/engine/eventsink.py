@@ -156,14 +156,14 @@ class EventSink:
     def __init__(
         self,
         redis_client: RedisConnection,
-        server_id: int,
+        server_uid: str,
         spool_dir: str,
         snapshot: Callable[[], list[Binding]],
         loc_ttl: int = 7200 + 60,
     ) -> None:
         self.loc_ttl = loc_ttl  # >= the longest binding: a backstop, see location.py
         self.redis = redis_client
-        self.server_id = server_id
+        self.server_uid = server_uid  # keys the live state; events carry the database id
         self.spool = Path(spool_dir) / "events.spool"
         self.snapshot = snapshot  # the engine's live bindings, for a full re-sync
         self.queue: deque[Event] = deque()
@@ -232,7 +232,7 @@ class EventSink:
     async def _write(self, batch: list[Event], live: bool = True) -> None:
         """XADD the batch; call events also update the live-calls hash and, unless
         they are replayed from the spool (old news), are PUBLISHed."""
-        calls_key = live_calls_key(self.server_id)
+        calls_key = live_calls_key(self.server_uid)
         commands: list[Command] = []
         if self._reset_calls:  # a (re)started worker has no calls in progress
             commands.append(("DEL", calls_key))
@@ -246,7 +246,7 @@ class EventSink:
                 else:
                     commands.append(("HSET", calls_key, event.data.call_id, text))
                 if live:
-                    commands.append(("PUBLISH", live_channel(self.server_id), text))
+                    commands.append(("PUBLISH", live_channel(self.server_uid), text))
         await self.redis.execute(commands)
         self._reset_calls = False
 
@@ -287,7 +287,7 @@ class EventSink:
                 tmp.replace(self.spool)
 
     async def _flush_location(self) -> None:
-        key = location_key(self.server_id)
+        key = location_key(self.server_uid)
         if self.loc_dirty:
             bindings = self.snapshot()
             commands: list[Command] = [("DEL", key)]
@@ -317,7 +317,7 @@ class EventSink:
 
     async def load_location(self) -> dict[bytes, bytes] | None:
         try:
-            return await self.redis.hgetall(location_key(self.server_id))
+            return await self.redis.hgetall(location_key(self.server_uid))
         except _ERRORS as exc:
             log.warning("could not restore registrations from redis: %s", exc)
             return None

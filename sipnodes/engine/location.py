@@ -3,9 +3,10 @@
 In memory for lookups; every change is also described as a `LocationOp` for the
 shell to write through to Redis, so a restarted worker reloads its bindings.
 
-Redis layout: one hash `sipcloud:vs:<server_id>:loc`; field `<user> <contact>`,
-value the JSON of `Binding.to_record()`. In memory, times are on the engine's
-monotonic clock; in Redis they are UTC epoch seconds (`expires_at`), since the
+Redis layout: one hash `sipcloud:vs:<server_uid>:loc`, keyed by the server's uid, never
+reused (unlike its database id), so a new server can never inherit another's bindings;
+field `<user> <contact>`, value the JSON of `Binding.to_record()`. In memory, times are
+on the engine's monotonic clock; in Redis they are UTC epoch seconds (`expires_at`), since the
 monotonic clock of one process means nothing to the next.
 Hash fields cannot expire on their own, so the worker deletes a field when the
 binding ends, skips expired records when it restores, and the key gets a TTL of
@@ -22,8 +23,8 @@ from .sipmsg import Peer
 from .timers import ToWall
 
 
-def location_key(server_id: int) -> str:
-    return f"sipcloud:vs:{server_id}:loc"
+def location_key(server_uid: str) -> str:
+    return f"sipcloud:vs:{server_uid}:loc"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -70,7 +70,7 @@ class Worker:
         self.engine = engine = Engine(config, loop.time(), to_wall=self._to_wall)
         self.sink = EventSink(
             connect(config.redis_url),
-            config.server_id,
+            config.server_uid,
             config.spool_dir,
             engine.location.all,
             loc_ttl=config.registrar.max_expires + 60,
@@ -146,7 +146,12 @@ class Worker:
         listen = dataclasses.replace(
             new.listen, address=old.address, sip_port=old.sip_port, callback_port=old.callback_port
         )
-        new = dataclasses.replace(new, listen=listen, server_id=self.config.server_id)
+        new = dataclasses.replace(
+            new,
+            listen=listen,
+            server_id=self.config.server_id,
+            server_uid=self.config.server_uid,
+        )
         self.config = new
         self.engine.reload(new, self.loop.time())
         log.info("config reloaded: %d users", len(new.users))

@@ -71,4 +71,7 @@ def test_servers_made_before_the_setting_get_md5_only(tenant_a):
     assert not hasattr(old.objects.get(pk=tenant_a.server.pk), "digest_algorithms")
     executor = MigrationExecutor(connection)
     executor.migrate(after)
-    assert VirtualServer.objects.get(pk=tenant_a.server.pk).digest_algorithms == Choice.MD5
+    new = executor.loader.project_state(after).apps.get_model("sipnodes", "VirtualServer")
+    assert new.objects.get(pk=tenant_a.server.pk).digest_algorithms == Choice.MD5
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes("sipnodes"))  # as the next tests expect

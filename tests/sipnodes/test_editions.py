@@ -264,8 +264,8 @@ def test_an_upgrade_lets_a_sixth_client_in_without_restarting_the_worker(
         issued = [
             services.local_user_create(server=server, number=str(n))[1] for n in range(100, 106)
         ]
-        # Ids repeat from one test database to the next: no bindings of an earlier run.
-        cleanup_server(events, server.pk)
+        # Ids repeat from one test database to the next: no events of an earlier run.
+        cleanup_server(events, server.pk, str(server.uid))
     users = [(i.number, i.password) for i in issued]
     assert wait_until(lambda: options_ping(server.sip_port), 30), node_host.agent_log()[-3000:]
     rc, out = sipp.run("register.xml", server.sip_port, users[:5])
@@ -284,4 +284,4 @@ def test_an_upgrade_lets_a_sixth_client_in_without_restarting_the_worker(
 
     assert wait_until(sixth_accepted, 15, 0.2), node_host.agent_log()[-3000:]
     assert node_host.worker_pid(server.pk) == pid
-    cleanup_server(events, server.pk)
+    cleanup_server(events, server.pk, str(server.uid))

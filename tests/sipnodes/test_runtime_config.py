@@ -3,6 +3,8 @@ import copy
 from sipnodes import services
 from sipnodes.credentials import digest_ha1
 from sipnodes.engine.config import parse_config
+from sipnodes.engine.events import live_calls_key, live_channel
+from sipnodes.engine.location import location_key
 from sipnodes.runtime_config import needs_restart, render_runtime_config
 
 
@@ -41,3 +43,23 @@ def test_only_a_port_change_needs_a_restart(tenant_a, tmp_path):
     new["listen"]["callback_port"] = 0
     assert needs_restart(old, new)
     assert needs_restart(None, new)
+
+
+def test_the_live_state_is_keyed_by_the_servers_uid_not_its_id(tenant_a, tenant_b, tmp_path):
+    config = parse_config(
+        render_runtime_config(tenant_a.server, redis_url="redis://", spool_dir=tmp_path)
+    )
+    uid = str(tenant_a.server.uid)
+    assert config.server_id == tenant_a.server.pk and config.server_uid == uid
+    assert location_key(config.server_uid) == f"sipcloud:vs:{uid}:loc"
+    assert live_calls_key(config.server_uid) == f"sipcloud:vs:{uid}:calls"
+    assert live_channel(config.server_uid) == f"sipcloud:vs:{uid}:live"
+    assert tenant_a.server.uid != tenant_b.server.uid
+
+
+def test_a_config_rendered_before_servers_had_a_uid_keys_by_its_id(tenant_a, tmp_path):
+    rendered = render_runtime_config(tenant_a.server, redis_url="redis://", spool_dir=tmp_path)
+    del rendered["server_uid"]
+    config = parse_config(rendered)
+    assert config.server_uid == f"id-{tenant_a.server.pk}"
+    assert location_key(config.server_uid) == f"sipcloud:vs:id-{tenant_a.server.pk}:loc"

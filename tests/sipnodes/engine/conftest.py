@@ -40,4 +40,4 @@ def start_worker(tmp_path: Path, redis_client: redis.Redis) -> Iterator[Any]:
     yield start
     for w in workers:
         w.stop()
-        cleanup_server(redis_client, w.server_id)
+        cleanup_server(redis_client, w.server_id, w.server_uid)

@@ -11,12 +11,13 @@ import random
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from sipnodes.engine.events import STREAM_KEY
+from sipnodes.engine.events import STREAM_KEY, live_calls_key
 from sipnodes.engine.location import location_key
 from tests.support import (
     ROOT,
@@ -39,7 +40,9 @@ class WorkerProcess:
         self.port = free_port()
         self.server_id = random.randint(1_000_000, 9_999_999)
         self.data = config_dict(**overrides)
+        self.server_uid = str(uuid.uuid4())
         self.data["server_id"] = self.server_id
+        self.data["server_uid"] = self.server_uid
         self.data["listen"]["sip_port"] = self.port
         self.data["redis_url"] = redis_url
         self.data["spool_dir"] = str(tmp / f"spool-{self.server_id}")
@@ -121,7 +124,7 @@ def wait_events(
     return stream_events(client, server_id, type_)
 
 
-def cleanup_server(client: redis.Redis, server_id: int) -> None:
+def cleanup_server(client: redis.Redis, server_id: int, server_uid: str) -> None:
     ids = [
         entry_id
         for entry_id, fields in client.xrange(STREAM_KEY, "-", "+")
@@ -129,7 +132,7 @@ def cleanup_server(client: redis.Redis, server_id: int) -> None:
     ]
     if ids:
         client.xdel(STREAM_KEY, *ids)
-    client.delete(location_key(server_id), f"sipcloud:vs:{server_id}:calls")
+    client.delete(location_key(server_uid), live_calls_key(server_uid))
 
 
 class Sipp:

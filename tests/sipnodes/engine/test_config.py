@@ -21,6 +21,12 @@ def test_example_document_parses():
     assert config.registrar.min_expires == 60
 
 
+def test_the_server_uid_keys_the_live_state_and_falls_back_to_the_id():
+    uid = "0b7f3c52-8d0e-4d8a-9a55-2f1e6c1f3a10"
+    assert parse_config(config_dict(server_uid=uid)).server_uid == uid
+    assert parse_config(config_dict()).server_uid == "id-12"  # rendered before uids existed
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
@@ -44,6 +50,9 @@ def test_example_document_parses():
         ),
         (lambda d: d["listen"].update(media_ports=[5, 1]), "listen.media_ports: first port"),
         (lambda d: d.update(auth={"algorithms": ["SHA-512"]}), "auth.algorithms"),
+        (lambda d: d.update(server_uid=""), "server_uid: expected a non-empty string"),
+        (lambda d: d.update(server_uid="a:b"), "server_uid: expected a non-empty string"),
+        (lambda d: d.update(server_uid=7), "server_uid: expected a string"),
     ],
 )
 def test_errors_name_the_field(mutate, message):

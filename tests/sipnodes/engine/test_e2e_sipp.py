@@ -52,7 +52,7 @@ def test_register_with_auth_and_options(start_worker, sipp, redis_client):
     regs = wait_events(redis_client, worker.server_id, "registration")
     assert [r["data"]["action"] for r in regs] == ["register"]
     assert regs[0]["data"]["user"] == "100" and regs[0]["data"]["registered_clients"] == 1
-    loc_key = location_key(worker.server_id)
+    loc_key = location_key(worker.server_uid)
     assert wait_until(lambda: redis_client.hlen(loc_key) == 1, 5.0)  # written just after
 
 
@@ -83,7 +83,7 @@ def test_sixth_client_refused_on_five_client_edition(start_worker, sipp, redis_c
 def test_call_answered_then_bye_from_caller(start_worker, sipp, redis_client):
     worker = start_worker()
     live = redis_client.pubsub()
-    live.subscribe(live_channel(worker.server_id))
+    live.subscribe(live_channel(worker.server_uid))
     call(sipp, worker, "uac_call.xml", "uas_answer.xml")
     cdr = one_cdr(redis_client, worker)
     assert cdr["caller"] == "100" and cdr["dialed"] == "101" and cdr["callee"] == "101"
@@ -104,7 +104,7 @@ def test_call_answered_then_bye_from_caller(start_worker, sipp, redis_client):
             published.append(json.loads(json.loads(msg["data"])["data"])["state"])
     live.close()
     assert published == ["initiated", "ringing", "answered", "released"]
-    assert redis_client.hlen(live_calls_key(worker.server_id)) == 0  # none in progress
+    assert redis_client.hlen(live_calls_key(worker.server_uid)) == 0  # none in progress
 
 
 def test_call_bye_from_callee(start_worker, sipp, redis_client):
@@ -172,7 +172,7 @@ def test_sigterm_ends_calls_with_bye(start_worker, sipp, redis_client):
     assert wait_until(
         lambda: "answered" in event_states(redis_client, worker.server_id, "call"), 10.0
     ), worker.log()[-3000:]
-    calls_key = live_calls_key(worker.server_id)
+    calls_key = live_calls_key(worker.server_uid)
     assert wait_until(lambda: redis_client.hlen(calls_key) == 1, 5.0)
     [in_progress] = redis_client.hvals(calls_key)
     assert json.loads(json.loads(in_progress)["data"])["state"] == "answered"

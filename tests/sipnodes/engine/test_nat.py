@@ -82,7 +82,7 @@ def test_call_reaches_a_phone_behind_nat(start_worker, sipp, redis_client, nat_f
     phone_port = sipp.register(nat.inside_port, [("101", "pw101")], scenario="register_nat.xml")
     [reg] = wait_events(redis_client, worker.server_id, "registration")
     assert reg["data"]["contact"] == "sip:101@192.0.2.10:5060"
-    loc_key = location_key(worker.server_id)
+    loc_key = location_key(worker.server_uid)
     assert wait_until(lambda: redis_client.hlen(loc_key) == 1, 5.0)
     loc = redis_client.hgetall(loc_key)
     [record] = [v.decode() for v in loc.values()]

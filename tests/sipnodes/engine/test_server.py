@@ -87,7 +87,7 @@ def test_sighup_reloads_without_dropping_registrations(start_worker, sipp, redis
         if e["data"]["state"] == "reloaded"
     ]
     assert reloaded["data"]["registered_clients"] == 1  # 100 is still registered
-    assert len(redis_client.hgetall(location_key(worker.server_id))) == 1
+    assert len(redis_client.hgetall(location_key(worker.server_uid))) == 1
     regs = stream_events(redis_client, worker.server_id, "registration")
     assert [r["data"]["action"] for r in regs] == ["register"]
     assert worker.proc.poll() is None

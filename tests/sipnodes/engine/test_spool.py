@@ -38,7 +38,7 @@ def spooled_types(spool: Path) -> list[str]:
 
 def test_sink_spools_while_redis_is_down_and_replays_in_order(private_redis, tmp_path):
     async def scenario():
-        sink = EventSink(connect(private_redis.url), 7, str(tmp_path / "spool"), lambda: [])
+        sink = EventSink(connect(private_redis.url), "uid-7", str(tmp_path / "spool"), lambda: [])
         events = [sample_cdr_event(7, time.time()) for _ in range(10)]
         sink.put(events[:3])
         assert await sink.flush()
@@ -65,21 +65,21 @@ def test_the_live_calls_hash_holds_the_last_event_of_each_call_in_progress(priva
         return make_event(CallData(call_id, "100", "101", state), 7, time.time())
 
     async def scenario(events: list[Event]) -> None:
-        sink = EventSink(connect(private_redis.url), 7, str(tmp_path / "spool"), lambda: [])
+        sink = EventSink(connect(private_redis.url), "uid-7", str(tmp_path / "spool"), lambda: [])
         sink.put(events)
         assert await sink.flush()
         await sink.close(1.0)
 
     client = private_redis.client()
     pubsub = client.pubsub()
-    pubsub.subscribe(live_channel(7))
+    pubsub.subscribe(live_channel("uid-7"))
     pubsub.get_message(timeout=1.0)  # the subscription's confirmation
-    client.hset(live_calls_key(7), "left-over@h", "{}")  # from a worker that died
+    client.hset(live_calls_key("uid-7"), "left-over@h", "{}")  # from a worker that died
     events = [call("a@h", "initiated"), call("b@h", "initiated")]
     events += [call("a@h", "answered"), call("b@h", "released")]
     asyncio.run(scenario(events))
 
-    hash_ = client.hgetall(live_calls_key(7))
+    hash_ = client.hgetall(live_calls_key("uid-7"))
     assert hash_ == {b"a@h": events[2].to_json().encode()}
     assert Event.from_json(hash_[b"a@h"].decode()).data == CallData("a@h", "100", "101", "answered")
     published = [pubsub.get_message(timeout=1.0) for _ in events]
@@ -114,7 +114,7 @@ def test_worker_keeps_serving_without_redis_and_loses_no_cdr(
         worker.log()[-2000:]
     )
     assert wait_until(lambda: not spool.exists(), 5.0)
-    location = f"sipcloud:vs:{worker.server_id}:loc"
+    location = f"sipcloud:vs:{worker.server_uid}:loc"
 
     def caught_up() -> bool:  # every call's release is in the stream; bindings re-synced
         released = event_states(client, worker.server_id, "call").count("released")
