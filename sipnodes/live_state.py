@@ -14,6 +14,7 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
+from sipnodes.engine.config import uid_before_uids
 from sipnodes.engine.events import live_calls_key
 from sipnodes.engine.location import location_key
 from sipnodes.models import VirtualServer
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 def live_state_keys(*, server_uid: uuid.UUID | str, server_id: int | None = None) -> list[str]:
     """The keys of one server's live state; with its id, also those a worker whose config
     was rendered before servers had a uid writes (`id-<id>`, sipnodes.engine.config)."""
-    uids = [str(server_uid)] + ([f"id-{server_id}"] if server_id is not None else [])
+    uids = [str(server_uid)] + ([uid_before_uids(server_id)] if server_id is not None else [])
     return [key for uid in uids for key in (location_key(uid), live_calls_key(uid))]
 
 

@@ -172,6 +172,11 @@ class _Reader:
         return _Reader(self.get(key, dict), self._name(key))
 
 
+def uid_before_uids(server_id: int) -> str:
+    """The uid of a server whose config was rendered before servers had one: its id, marked."""
+    return f"id-{server_id}"
+
+
 def _hex(r: _Reader, key: str, length: int) -> str:
     value = r.get(key, str)
     if len(value) != length or not _HEX.match(value):
@@ -220,8 +225,7 @@ def parse_config(data: Any) -> Config:
     server_id = top.get("server_id", int)
     if server_id < 0:
         raise top.fail("server_id", "expected a number >= 0")
-    # A config rendered before servers had a uid has none: key by the id as before, marked.
-    server_uid = top.get("server_uid", str, f"id-{server_id}")
+    server_uid = top.get("server_uid", str, uid_before_uids(server_id))
     if not server_uid or not _UID.match(server_uid):
         raise top.fail("server_uid", "expected a non-empty string of letters, digits and -")
     realm = top.get("realm", str)

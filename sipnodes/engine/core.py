@@ -144,17 +144,13 @@ class Engine:
             return
         unsupported = [opt for opt in req.require if opt.lower() not in SUPPORTED]
         if unsupported and method not in ("CANCEL", "BYE"):  # RFC 3261 §8.2.2.3
-            response = make_response(
-                req, 420, to_tag=None if req.to_address.tag else random_token(4)
-            )
+            response = make_response(req, 420, to_tag=random_token(4))
             response.headers.set("Unsupported", ", ".join(unsupported))
             tx.respond(response, now)
         elif self.stopping and method in ("INVITE", "REGISTER") and not req.to_address.tag:
             tx.respond(make_response(req, 503, "Service Unavailable - stopping"), now)
         elif method == "OPTIONS":
-            response = make_response(
-                req, 200, to_tag=None if req.to_address.tag else random_token(4)
-            )
+            response = make_response(req, 200, to_tag=random_token(4))
             response.headers.set("Allow", ALLOW)
             response.headers.set("Accept", "application/sdp")
             tx.respond(response, now)
