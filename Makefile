@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 
-.PHONY: run stop test lint format services-run services-test
+# Compiled translation catalogues (.mo), made from the .po files in locale/ and never committed.
+CATALOGUES := $(patsubst %.po,%.mo,$(wildcard locale/*/LC_MESSAGES/django.po))
+
+.PHONY: run stop test lint format services-run services-test messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +24,19 @@ services-run:
 services-test:
 	platform/bin/ensure-services test
 
-run: services-run $(STAMP)
+# What `manage.py compilemessages` runs, file by file, only for catalogues that changed.
+locale/%.mo: locale/%.po
+	msgfmt --check-format -o $@ $<
+
+messages: $(CATALOGUES)
+
+run: services-run $(STAMP) messages
 	platform/bin/start-platform
 
 stop:
 	platform/bin/stop-platform
 
-test: services-test $(STAMP) lint
+test: services-test $(STAMP) lint messages
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -18,7 +18,10 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
+from config.timezones import zoned_datetime
 from sipnodes import selectors, services
 from sipnodes.models import Cdr, LocalUser, PortAllocation, SipHost, VirtualServer
 
@@ -45,13 +48,15 @@ class SipHostAdmin(admin.ModelAdmin):
     search_fields = ("name", "public_address")
     readonly_fields = ("last_seen_at", "status_detail")
 
-    @admin.display(description="node agent")
+    @admin.display(description=gettext_lazy("node agent"))
     def agent(self, host: SipHost) -> str:
         if host.is_reachable:
-            return "reporting"
+            return _("reporting")
         if host.last_seen_at is None:
-            return "unreachable: its node agent has never reported"
-        return f"unreachable: no report since {host.last_seen_at:%Y-%m-%d %H:%M:%S}"
+            return _("unreachable: its node agent has never reported")
+        return _("unreachable: no report since %(time)s") % {
+            "time": zoned_datetime(host.last_seen_at)
+        }
 
 
 class LocalUserInline(admin.TabularInline):
@@ -65,11 +70,16 @@ class LocalUserInline(admin.TabularInline):
 
 
 class EditionForm(forms.Form):
-    edition = forms.TypedChoiceField(choices=VirtualServer.Edition.choices, coerce=int)
+    edition = forms.TypedChoiceField(
+        label=gettext_lazy("edition"), choices=VirtualServer.Edition.choices, coerce=int
+    )
     paid_until = forms.DateField(
         required=False,
         widget=AdminDateWidget,
-        help_text="Paid editions only; when it passes, the server falls back to 5 clients.",
+        label=gettext_lazy("paid until"),
+        help_text=gettext_lazy(
+            "Paid editions only; when it passes, the server falls back to 5 clients."
+        ),
     )
 
     def clean(self) -> dict[str, Any]:
@@ -103,10 +113,16 @@ class VirtualServerAdmin(admin.ModelAdmin):
     search_fields = ("name", "tenant__name", "realm")
     fieldsets = (
         (None, {"fields": ("name", "tenant", "edition_and_payment", "host", "realm")}),
-        ("Ports", {"fields": ("sip_port", "callback_port", "media_port_first", "media_port_last")}),
-        ("System settings", {"fields": [f for f in services.SYSTEM_SETTINGS if f != "name"]}),
-        ("Call-back", {"fields": CALLBACK_FIELDS}),
-        ("State", {"fields": STATE_FIELDS}),
+        (
+            gettext_lazy("Ports"),
+            {"fields": ("sip_port", "callback_port", "media_port_first", "media_port_last")},
+        ),
+        (
+            gettext_lazy("System settings"),
+            {"fields": [f for f in services.SYSTEM_SETTINGS if f != "name"]},
+        ),
+        (gettext_lazy("Call-back"), {"fields": CALLBACK_FIELDS}),
+        (gettext_lazy("State"), {"fields": STATE_FIELDS}),
     )
     readonly_fields = (
         "tenant",
@@ -125,14 +141,19 @@ class VirtualServerAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # servers are created by signup, which allocates their ports
 
-    @admin.display(description="edition")
+    @admin.display(description=gettext_lazy("edition"))
     def edition_and_payment(self, server: VirtualServer) -> str:
-        paid = f", paid until {server.paid_until}" if server.paid_until else ""
+        edition = server.get_edition_display()
+        if server.paid_until:
+            edition = _("%(edition)s, paid until %(date)s") % {
+                "edition": edition,
+                "date": server.paid_until.isoformat(),
+            }
         return format_html(
-            '{}{} · <a id="change-edition" href="{}">Change the edition</a>',
-            server.get_edition_display(),
-            paid,
+            '{} · <a id="change-edition" href="{}">{}</a>',
+            edition,
             reverse("admin:sipnodes_virtualserver_edition", args=[server.pk]),
+            _("Change the edition"),
         )
 
     def save_model(
@@ -189,7 +210,7 @@ class VirtualServerAdmin(admin.ModelAdmin):
         """Change a server's edition: first show what will happen, then do exactly that."""
         server = self.get_object(request, object_id)
         if server is None:
-            raise Http404("no such server")
+            raise Http404(_("no such server"))
         if not self.has_change_permission(request, server):
             raise PermissionDenied
         form = EditionForm(
@@ -212,13 +233,14 @@ class VirtualServerAdmin(admin.ModelAdmin):
                     self.log_change(
                         request,
                         server,
-                        f"Edition {change.old_edition} to {change.new_edition} clients.",
+                        _("Edition %(old)s to %(new)s clients.")
+                        % {"old": change.old_edition, "new": change.new_edition},
                     )
                     return redirect("admin:sipnodes_virtualserver_change", server.pk)
             preview = selectors.server_edition_change(server=server, edition=edition)
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Edition of {server}",
+            "title": _("Edition of %(server)s") % {"server": server},
             "opts": self.opts,
             "original": server,
             "form": form,
@@ -227,17 +249,17 @@ class VirtualServerAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/sipnodes/virtualserver/edition.html", context)
 
-    @admin.action(description="Start the selected servers")
+    @admin.action(description=gettext_lazy("Start the selected servers"))
     def start_servers(self, request: HttpRequest, queryset: QuerySet[VirtualServer]) -> None:
         for server in queryset.select_related("host"):
             services.server_set_desired_state(server=server, state=VirtualServer.State.RUNNING)
 
-    @admin.action(description="Stop the selected servers")
+    @admin.action(description=gettext_lazy("Stop the selected servers"))
     def stop_servers(self, request: HttpRequest, queryset: QuerySet[VirtualServer]) -> None:
         for server in queryset.select_related("host"):
             services.server_set_desired_state(server=server, state=VirtualServer.State.STOPPED)
 
-    @admin.action(description="Restart the selected servers")
+    @admin.action(description=gettext_lazy("Restart the selected servers"))
     def restart_servers(self, request: HttpRequest, queryset: QuerySet[VirtualServer]) -> None:
         for server in queryset.select_related("host"):
             services.server_restart(server=server)

@@ -1,6 +1,7 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class SipnodesConfig(AppConfig):
     name = "sipnodes"
-    verbose_name = "SIP nodes"
+    verbose_name = _("SIP nodes")

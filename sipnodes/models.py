@@ -6,6 +6,7 @@ from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from tenants.models import Tenant
 
@@ -13,31 +14,37 @@ HOST_STALE_AFTER = timedelta(seconds=45)  # three missed polls (every 15 s) of t
 MEDIA_PORTS_PER_CLIENT = 4  # RTP + RTCP for audio and video, two legs per call, half the clients
 FREE_EDITION = 5
 
-digits = RegexValidator(r"^[0-9]+$", "Use digits only.")
-optional_digits = RegexValidator(r"^[0-9]*$", "Use digits only.")
+digits = RegexValidator(r"^[0-9]+$", _("Use digits only."))
+optional_digits = RegexValidator(r"^[0-9]*$", _("Use digits only."))
 
 
 class SipHost(models.Model):
     """A machine that runs virtual servers; its port ranges are shared out among them."""
 
-    name = models.SlugField(max_length=50, unique=True)
-    public_address = models.CharField(max_length=255, help_text="Address phones use to reach it")
-    listen_address = models.GenericIPAddressField(
-        default="0.0.0.0", help_text="Local address the workers bind (0.0.0.0: all)"
+    name = models.SlugField(_("name"), max_length=50, unique=True)
+    public_address = models.CharField(
+        _("public address"), max_length=255, help_text=_("Address phones use to reach it")
     )
-    sip_port_min = models.PositiveIntegerField(default=15060)
-    sip_port_max = models.PositiveIntegerField(default=15999)
-    callback_port_min = models.PositiveIntegerField(default=16000)
-    callback_port_max = models.PositiveIntegerField(default=16999)
-    media_port_min = models.PositiveIntegerField(default=20000)
-    media_port_max = models.PositiveIntegerField(default=39999)
-    created_at = models.DateTimeField(auto_now_add=True)
+    listen_address = models.GenericIPAddressField(
+        _("listen address"),
+        default="0.0.0.0",
+        help_text=_("Local address the workers bind (0.0.0.0: all)"),
+    )
+    sip_port_min = models.PositiveIntegerField(_("first SIP port"), default=15060)
+    sip_port_max = models.PositiveIntegerField(_("last SIP port"), default=15999)
+    callback_port_min = models.PositiveIntegerField(_("first call-back port"), default=16000)
+    callback_port_max = models.PositiveIntegerField(_("last call-back port"), default=16999)
+    media_port_min = models.PositiveIntegerField(_("first media relay port"), default=20000)
+    media_port_max = models.PositiveIntegerField(_("last media relay port"), default=39999)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     # Written by the host's node agent each time it reports; stale means unreachable.
-    last_seen_at = models.DateTimeField(null=True, blank=True)
-    status_detail = models.TextField(blank=True)
+    last_seen_at = models.DateTimeField(_("last seen at"), null=True, blank=True)
+    status_detail = models.TextField(_("status detail"), blank=True)
 
     class Meta:
         ordering = ["name"]
+        verbose_name = _("SIP host")
+        verbose_name_plural = _("SIP hosts")
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(sip_port_min__lte=models.F("sip_port_max"))
@@ -67,73 +74,101 @@ class SipHost(models.Model):
         ranges = sorted(self.port_ranges().items(), key=lambda item: item[1].start)
         for (name_a, a), (name_b, b) in zip(ranges, ranges[1:], strict=False):
             if a.stop > b.start:
-                raise ValidationError(f"The {name_a} and {name_b} port ranges overlap.")
+                raise ValidationError(
+                    _("The %(a)s and %(b)s port ranges overlap.")
+                    % {"a": PORT_RANGE_NAMES[name_a], "b": PORT_RANGE_NAMES[name_b]}
+                )
         for name, r in ranges:
             if r.start < 1024 or r.stop - 1 > 65535:
-                raise ValidationError(f"The {name} port range must lie within 1024-65535.")
+                raise ValidationError(
+                    _("The %(name)s port range must lie within 1024-65535.")
+                    % {"name": PORT_RANGE_NAMES[name]}
+                )
+
+
+# The names of a host's port ranges (`SipHost.port_ranges`) in its validation errors.
+PORT_RANGE_NAMES = {"sip": _("SIP"), "callback": _("call-back"), "media": _("media relay")}
 
 
 class VirtualServer(models.Model):
     """One customer's hosted SIP server; runs as its own worker process on its host."""
 
     class Edition(models.IntegerChoices):
-        CLIENTS_5 = 5, "5 clients (free)"
-        CLIENTS_10 = 10, "10 clients"
-        CLIENTS_20 = 20, "20 clients"
-        CLIENTS_50 = 50, "50 clients"
-        CLIENTS_100 = 100, "100 clients"
-        CLIENTS_200 = 200, "200 clients"
-        CLIENTS_500 = 500, "500 clients"
+        CLIENTS_5 = 5, _("5 clients (free)")
+        CLIENTS_10 = 10, _("10 clients")
+        CLIENTS_20 = 20, _("20 clients")
+        CLIENTS_50 = 50, _("50 clients")
+        CLIENTS_100 = 100, _("100 clients")
+        CLIENTS_200 = 200, _("200 clients")
+        CLIENTS_500 = 500, _("500 clients")
 
     class State(models.TextChoices):
-        RUNNING = "running", "Running"
-        STOPPED = "stopped", "Stopped"
-        STARTING = "starting", "Starting"
-        FAILED = "failed", "Failed"
-        UNKNOWN = "unknown", "Unknown"
+        RUNNING = "running", _("Running")
+        STOPPED = "stopped", _("Stopped")
+        STARTING = "starting", _("Starting")
+        FAILED = "failed", _("Failed")
+        UNKNOWN = "unknown", _("Unknown")
 
     class PromptLanguage(models.TextChoices):
-        ENGLISH = "en", "English"
-        CHINESE = "zh", "Chinese"
+        ENGLISH = "en", _("English")
+        CHINESE = "zh", _("Chinese")
 
     class DigestAlgorithms(models.TextChoices):
         """The digest challenges the worker sends, most preferred first (RFC 8760)."""
 
-        MD5 = "md5", "MD5 only"
-        SHA256_MD5 = "sha256+md5", "SHA-256 and MD5"
-        SHA256 = "sha256", "SHA-256 only"
+        MD5 = "md5", _("MD5 only")
+        SHA256_MD5 = "sha256+md5", _("SHA-256 and MD5")
+        SHA256 = "sha256", _("SHA-256 only")
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="servers")
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="servers", verbose_name=_("tenant")
+    )
     # Never reused, unlike the id (a new database hands out id 1 again): keys the worker's
     # live state in Redis, so a server can never inherit another's registrations.
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    name = models.CharField(max_length=80)
-    edition = models.PositiveIntegerField(choices=Edition.choices, default=Edition.CLIENTS_5)
-    paid_until = models.DateField(null=True, blank=True)
-    host = models.ForeignKey(SipHost, on_delete=models.PROTECT, related_name="servers")
-    realm = models.CharField(max_length=100, unique=True, help_text="SIP digest realm; fixed")
+    name = models.CharField(_("name"), max_length=80)
+    edition = models.PositiveIntegerField(
+        _("edition"), choices=Edition.choices, default=Edition.CLIENTS_5
+    )
+    paid_until = models.DateField(_("paid until"), null=True, blank=True)
+    host = models.ForeignKey(
+        SipHost, on_delete=models.PROTECT, related_name="servers", verbose_name=_("SIP host")
+    )
+    realm = models.CharField(
+        _("realm"), max_length=100, unique=True, help_text=_("SIP digest realm; fixed")
+    )
 
-    sip_port = models.PositiveIntegerField()
-    callback_port = models.PositiveIntegerField(help_text="0: the call-back service is closed")
-    media_port_first = models.PositiveIntegerField()
-    media_port_last = models.PositiveIntegerField()
+    sip_port = models.PositiveIntegerField(_("SIP port"))
+    callback_port = models.PositiveIntegerField(
+        _("call-back port"), help_text=_("0: the call-back service is closed")
+    )
+    media_port_first = models.PositiveIntegerField(_("first media relay port"))
+    media_port_last = models.PositiveIntegerField(_("last media relay port"))
 
     # System settings.
     out_group_prefix = models.CharField(
-        max_length=4, default="9", blank=True, validators=[optional_digits]
+        _("out-group call prefix"),
+        max_length=4,
+        default="9",
+        blank=True,
+        validators=[optional_digits],
     )
     prompt_language = models.CharField(
-        max_length=2, choices=PromptLanguage.choices, default=PromptLanguage.ENGLISH
+        _("voice prompt language"),
+        max_length=2,
+        choices=PromptLanguage.choices,
+        default=PromptLanguage.ENGLISH,
     )
-    media_relay = models.BooleanField(default=True)
-    upnp = models.BooleanField("UPnP", default=False)
+    media_relay = models.BooleanField(_("media relay"), default=True)
+    upnp = models.BooleanField(_("UPnP"), default=False)
     # MD5 only by default: the one choice every phone we test with can register with
     # (docs/operations.md, "Digest algorithms").
     digest_algorithms = models.CharField(
+        _("digest algorithms"),
         max_length=10,
         choices=DigestAlgorithms.choices,
         default=DigestAlgorithms.MD5,
-        help_text=(
+        help_text=_(
             "MD5 only: every phone registers, baresip 1.0 (Debian 12) and SIPp included. "
             "SHA-256 and MD5: SHA-256 is offered first; linphone 5.1 and pjsua 2.15 "
             "register, but phones that answer only the first challenge (SIPp) or give up "
@@ -143,35 +178,46 @@ class VirtualServer(models.Model):
     )
 
     # CDR options.
-    cdr_failed_calls = models.BooleanField("generate failed-call CDR", default=True)
-    cdr_realtime_display = models.BooleanField("real-time display", default=True)
+    cdr_failed_calls = models.BooleanField(_("generate failed-call CDR"), default=True)
+    cdr_realtime_display = models.BooleanField(_("real-time display"), default=True)
 
     # Call-back (IIF) service.
     callback_app_server_address = models.CharField(
-        "application server address", max_length=255, default="127.0.0.1", blank=True
+        _("application server address"), max_length=255, default="127.0.0.1", blank=True
     )
     callback_default_caller = models.CharField(
-        "default caller number", max_length=32, blank=True, validators=[optional_digits]
+        _("default caller number"), max_length=32, blank=True, validators=[optional_digits]
     )
 
-    desired_state = models.CharField(max_length=10, choices=State.choices, default=State.RUNNING)
-    # Held stopped until the owner verifies the e-mail address (production default).
-    awaiting_verification = models.BooleanField(default=False)
-    actual_state = models.CharField(max_length=10, choices=State.choices, default=State.UNKNOWN)
-    state_detail = models.TextField(blank=True, help_text="Why the state is what it is")
-    restart_count = models.PositiveIntegerField(default=0)
-    state_checked_at = models.DateTimeField(null=True, blank=True)
-    registered_clients = models.PositiveIntegerField(default=0)
-    registered_clients_at = models.DateTimeField(
-        null=True, blank=True, help_text="Time of the event that set registered_clients"
+    desired_state = models.CharField(
+        _("wanted state"), max_length=10, choices=State.choices, default=State.RUNNING
     )
-    last_registration_at = models.DateTimeField(null=True, blank=True)
-    last_call_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    # Held stopped until the owner verifies the e-mail address (production default).
+    awaiting_verification = models.BooleanField(_("awaiting verification"), default=False)
+    actual_state = models.CharField(
+        _("state"), max_length=10, choices=State.choices, default=State.UNKNOWN
+    )
+    state_detail = models.TextField(
+        _("state detail"), blank=True, help_text=_("Why the state is what it is")
+    )
+    restart_count = models.PositiveIntegerField(_("restarts after a crash"), default=0)
+    state_checked_at = models.DateTimeField(_("state checked at"), null=True, blank=True)
+    registered_clients = models.PositiveIntegerField(_("registered clients"), default=0)
+    registered_clients_at = models.DateTimeField(
+        _("registered clients as of"),
+        null=True,
+        blank=True,
+        help_text=_("Time of the event that set the registered clients"),
+    )
+    last_registration_at = models.DateTimeField(_("last registration at"), null=True, blank=True)
+    last_call_at = models.DateTimeField(_("last call at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["tenant", "name"]
+        verbose_name = _("virtual SIP server")
+        verbose_name_plural = _("virtual SIP servers")
         constraints = [
             models.UniqueConstraint(fields=["host", "sip_port"], name="vs_unique_sip_port"),
             models.UniqueConstraint(
@@ -206,18 +252,28 @@ class PortAllocation(models.Model):
     """The ledger of ports handed out on a host: one row per port, so no port has two owners."""
 
     class Purpose(models.TextChoices):
-        SIP = "sip", "SIP"
-        CALLBACK = "callback", "Call-back"
-        MEDIA = "media", "Media relay"
+        SIP = "sip", _("SIP")
+        CALLBACK = "callback", _("Call-back")
+        MEDIA = "media", _("Media relay")
 
-    host = models.ForeignKey(SipHost, on_delete=models.CASCADE, related_name="port_allocations")
-    port = models.PositiveIntegerField()
-    server = models.ForeignKey(
-        VirtualServer, on_delete=models.CASCADE, related_name="port_allocations"
+    host = models.ForeignKey(
+        SipHost,
+        on_delete=models.CASCADE,
+        related_name="port_allocations",
+        verbose_name=_("SIP host"),
     )
-    purpose = models.CharField(max_length=10, choices=Purpose.choices)
+    port = models.PositiveIntegerField(_("port"))
+    server = models.ForeignKey(
+        VirtualServer,
+        on_delete=models.CASCADE,
+        related_name="port_allocations",
+        verbose_name=_("virtual SIP server"),
+    )
+    purpose = models.CharField(_("purpose"), max_length=10, choices=Purpose.choices)
 
     class Meta:
+        verbose_name = _("port allocation")
+        verbose_name_plural = _("port allocations")
         constraints = [
             models.UniqueConstraint(fields=["host", "port"], name="port_allocation_unique_port")
         ]
@@ -229,21 +285,29 @@ class PortAllocation(models.Model):
 class LocalUser(models.Model):
     """A SIP account on a virtual server; only digest HA1 values are kept, never the password."""
 
-    server = models.ForeignKey(VirtualServer, on_delete=models.CASCADE, related_name="users")
-    number = models.CharField(max_length=32, validators=[digits])
-    display_name = models.CharField(max_length=80, blank=True)
-    ha1_md5 = models.CharField(max_length=32)
-    ha1_sha256 = models.CharField(max_length=64)
+    server = models.ForeignKey(
+        VirtualServer,
+        on_delete=models.CASCADE,
+        related_name="users",
+        verbose_name=_("virtual SIP server"),
+    )
+    number = models.CharField(_("number"), max_length=32, validators=[digits])
+    display_name = models.CharField(_("display name"), max_length=80, blank=True)
+    ha1_md5 = models.CharField(_("MD5 digest (HA1)"), max_length=32)
+    ha1_sha256 = models.CharField(_("SHA-256 digest (HA1)"), max_length=64)
     call_level = models.PositiveSmallIntegerField(
+        _("call level"),
         default=1,
         validators=[MaxValueValidator(9)],
-        help_text="Dial-plan rules may require a minimum call level (0-9)",
+        help_text=_("Dial-plan rules may require a minimum call level (0-9)"),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["server", "number"]
+        verbose_name = _("local user")
+        verbose_name_plural = _("local users")
         constraints = [
             models.UniqueConstraint(fields=["server", "number"], name="localuser_unique_number"),
             models.CheckConstraint(
@@ -262,28 +326,38 @@ class Cdr(models.Model):
     (its times as datetimes: `sipnodes.ingest.parse.cdr_columns`).
     """
 
-    uuid = models.UUIDField(unique=True)
-    server = models.ForeignKey(VirtualServer, on_delete=models.CASCADE, related_name="cdrs")
-    call_id = models.CharField(max_length=255)
-    caller = models.CharField(max_length=64)
-    dialed = models.CharField(max_length=64)
-    callee = models.CharField(max_length=64, blank=True)
-    route = models.CharField(max_length=32, blank=True)
-    started_at = models.DateTimeField()
-    ring_at = models.DateTimeField(null=True, blank=True)
-    answered_at = models.DateTimeField(null=True, blank=True)
-    released_at = models.DateTimeField(null=True, blank=True)
-    talk_seconds = models.PositiveIntegerField(default=0)
-    released_by = models.CharField(max_length=10, blank=True)
-    status = models.PositiveSmallIntegerField(help_text="Final SIP status given to the caller")
-    answered = models.BooleanField()
-    fci = models.CharField("FCI", max_length=255)
-    cause = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Q.850 cause")
-    call_tag = models.PositiveSmallIntegerField(null=True, blank=True)
+    uuid = models.UUIDField(_("UUID"), unique=True)
+    server = models.ForeignKey(
+        VirtualServer,
+        on_delete=models.CASCADE,
+        related_name="cdrs",
+        verbose_name=_("virtual SIP server"),
+    )
+    call_id = models.CharField(_("Call-ID"), max_length=255)
+    caller = models.CharField(_("caller number"), max_length=64)
+    dialed = models.CharField(_("dialed number"), max_length=64)
+    callee = models.CharField(_("callee number"), max_length=64, blank=True)
+    route = models.CharField(_("route"), max_length=32, blank=True)
+    started_at = models.DateTimeField(_("start"))
+    ring_at = models.DateTimeField(_("ring"), null=True, blank=True)
+    answered_at = models.DateTimeField(_("answer"), null=True, blank=True)
+    released_at = models.DateTimeField(_("release"), null=True, blank=True)
+    talk_seconds = models.PositiveIntegerField(_("talk seconds"), default=0)
+    released_by = models.CharField(_("released by"), max_length=10, blank=True)
+    status = models.PositiveSmallIntegerField(
+        _("SIP status"), help_text=_("Final SIP status given to the caller")
+    )
+    answered = models.BooleanField(_("answered"))
+    fci = models.CharField(_("FCI"), max_length=255)
+    cause = models.PositiveSmallIntegerField(
+        _("cause"), null=True, blank=True, help_text=_("Q.850 cause")
+    )
+    call_tag = models.PositiveSmallIntegerField(_("call tag"), null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]
-        verbose_name = "CDR"
+        verbose_name = _("CDR")
+        verbose_name_plural = _("CDRs")
         indexes = [
             models.Index(fields=["server", "answered", "-started_at"], name="cdr_server_table_idx"),
             models.Index(fields=["started_at"], name="cdr_started_idx"),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import QuerySet
+from django.utils.translation import gettext as _
 
 from sipnodes import ports
 from sipnodes.models import LocalUser, SipHost, VirtualServer
@@ -37,11 +38,11 @@ def server_local_users(*, server: VirtualServer) -> QuerySet[LocalUser]:
 
 def limit_note(*, registered: int, limit: int) -> str:
     """What the worker does when clients reach the limit (see `engine.registrar`)."""
-    return (
-        f"{registered} clients are registered now; they stay registered until they unregister "
-        f"or their registration expires; no new client can register until fewer than {limit} "
-        "are registered."
-    )
+    return _(
+        "%(registered)s clients are registered now; they stay registered until they "
+        "unregister or their registration expires; no new client can register until fewer "
+        "than %(limit)s are registered."
+    ) % {"registered": registered, "limit": limit}
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,10 @@ class Clients:
         return limit_note(registered=self.registered, limit=self.limit)
 
     def __str__(self) -> str:
-        return f"{self.registered} of {self.limit} clients registered"
+        return _("%(registered)s of %(limit)s clients registered") % {
+            "registered": self.registered,
+            "limit": self.limit,
+        }
 
 
 def server_clients(*, server: VirtualServer) -> Clients:
@@ -103,37 +107,45 @@ class EditionChange:
         if self.new_media is None:
             size = ports.media_block_size(self.new_edition)
             return [
-                f"Host {self.host_name} has no free block of {size} media ports: "
-                f"the edition cannot change to {self.new_edition} clients there."
+                _(
+                    "Host %(host)s has no free block of %(size)s media ports: "
+                    "the edition cannot change to %(edition)s clients there."
+                )
+                % {"host": self.host_name, "size": size, "edition": self.new_edition}
             ]
+        edition = {"edition": self.new_edition}
         if self.new_edition == self.old_edition:
-            return [f"The edition stays at {self.new_edition} clients."]
+            return [_("The edition stays at %(edition)s clients.") % edition]
         lines = [self._media_line(self.new_media)]
         if self.worker_running:
             lines.append(
-                f"The SIP and call-back ports stay: the running worker re-reads its limit of "
-                f"{self.new_edition} clients without a restart; calls and registrations are kept."
+                _(
+                    "The SIP and call-back ports stay: the running worker re-reads its limit "
+                    "of %(edition)s clients without a restart; calls and registrations are "
+                    "kept."
+                )
+                % edition
             )
         else:
-            lines.append(f"The worker is stopped; it starts with {self.new_edition} clients.")
+            lines.append(_("The worker is stopped; it starts with %(edition)s clients.") % edition)
         if self.limit_reached:
             lines.append(limit_note(registered=self.registered_clients, limit=self.new_edition))
         return lines
 
     def _media_line(self, new: range) -> str:
-        old = self.old_media
-        if new.start != old.start:
+        blocks = {"old": _ports(self.old_media), "new": _ports(new)}
+        if new.start != self.old_media.start:
             return (
-                f"Media ports {_ports(old)} move to {_ports(new)}: the ports after the block "
-                "are taken."
+                _("Media ports %(old)s move to %(new)s: the ports after the block are taken.")
+                % blocks
             )
-        if len(new) < len(old):
-            freed = range(new.stop, old.stop)
-            return (
-                f"Media ports {_ports(old)} shrink to {_ports(new)}; "
-                f"{_ports(freed)} go back to the host."
-            )
-        return f"Media ports {_ports(old)} grow to {_ports(new)}."
+        if len(new) < len(self.old_media):
+            freed = _ports(range(new.stop, self.old_media.stop))
+            return _("Media ports %(old)s shrink to %(new)s; %(freed)s go back to the host.") % {
+                **blocks,
+                "freed": freed,
+            }
+        return _("Media ports %(old)s grow to %(new)s.") % blocks
 
 
 def server_edition_change(*, server: VirtualServer, edition: int) -> EditionChange:

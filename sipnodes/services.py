@@ -6,6 +6,7 @@ from datetime import date
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from sipnodes import ports, selectors
 from sipnodes.credentials import digest_ha1, random_sip_password
@@ -164,7 +165,10 @@ def server_update_callback(
         host = ports.lock_host(server.host_id)
         if port and port not in host.port_ranges()["callback"]:
             r = host.port_ranges()["callback"]
-            raise PortInUse(f"choose a port in {r.start}-{r.stop - 1}, or 0 to close the service")
+            raise PortInUse(
+                _("choose a port in %(first)s-%(last)s, or 0 to close the service")
+                % {"first": r.start, "last": r.stop - 1}
+            )
         PortAllocation.objects.filter(
             server=server, purpose=PortAllocation.Purpose.CALLBACK
         ).delete()
@@ -173,7 +177,9 @@ def server_update_callback(
                 with transaction.atomic():
                     ports.record_allocation(server, PortAllocation.Purpose.CALLBACK, [port])
             except IntegrityError as exc:
-                raise PortInUse(f"port {port} is used by another server") from exc
+                raise PortInUse(
+                    _("port %(port)s is used by another server") % {"port": port}
+                ) from exc
     server.callback_app_server_address = app_server_address
     server.callback_port = port
     server.callback_default_caller = default_caller
@@ -218,14 +224,18 @@ def server_delete(*, server: VirtualServer) -> None:
 def edition_validate(*, edition: int, paid_until: date | None) -> None:
     """A paid edition runs until a date not yet past; the free edition never expires."""
     if edition not in VirtualServer.Edition.values:
-        raise EditionChangeRefused(f"there is no {edition}-client edition")
+        raise EditionChangeRefused(
+            _("there is no %(edition)s-client edition") % {"edition": edition}
+        )
     if edition == FREE_EDITION:
         if paid_until is not None:
-            raise EditionChangeRefused("the free edition never expires: leave paid until empty")
+            raise EditionChangeRefused(_("the free edition never expires: leave paid until empty"))
     elif paid_until is None:
-        raise EditionChangeRefused("a paid edition needs the date it is paid until")
+        raise EditionChangeRefused(_("a paid edition needs the date it is paid until"))
     elif paid_until < timezone.localdate():
-        raise EditionChangeRefused(f"paid until {paid_until} is in the past")
+        raise EditionChangeRefused(
+            _("paid until %(date)s is in the past") % {"date": paid_until.isoformat()}
+        )
 
 
 @transaction.atomic

@@ -1,17 +1,25 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
+from django.utils.translation import gettext_lazy as _
 
 from tenants.models import Membership, Tenant, User
 
 
 @admin.register(User)
 class SipcloudUserAdmin(UserAdmin):
-    list_display = ("email", "is_staff", "email_verified_at", "last_login", "date_joined")
+    list_display = (
+        "email",
+        "is_staff",
+        "language",
+        "email_verified_at",
+        "last_login",
+        "date_joined",
+    )
     search_fields = ("email",)
     ordering = ("email",)
     fieldsets = (
         *UserAdmin.fieldsets,
-        ("Verification", {"fields": ("email_verified_at",)}),
+        (_("Verification and language"), {"fields": ("email_verified_at", "language")}),
     )
 
 
@@ -23,7 +31,7 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ("name", "created_at", "last_member_login_at")
+    list_display = ("name", "time_zone", "created_at", "last_member_login_at")
     search_fields = ("name", "memberships__user__email")
     inlines = [MembershipInline]
 

@@ -1,28 +1,50 @@
-from django import forms
-from django.contrib.auth.password_validation import validate_password
+from typing import Any
 
+from django import forms
+from django.conf import settings
+from django.contrib.auth.forms import PasswordResetForm
+from django.contrib.auth.password_validation import validate_password
+from django.utils import translation
+from django.utils.translation import gettext_lazy as _
+
+from config.timezones import is_time_zone, time_zone_names
 from sipnodes.models import LocalUser, VirtualServer
 from sipnodes.services import SYSTEM_SETTINGS
 from tenants.models import User
 
 
+def clean_time_zone_name(name: str) -> str:
+    if not is_time_zone(name):
+        raise forms.ValidationError(
+            _("%(zone)s is not a time zone we know."), params={"zone": name}
+        )
+    return name
+
+
 class SignupForm(forms.Form):
-    email = forms.EmailField(label="E-mail address")
-    password = forms.CharField(label="Password", widget=forms.PasswordInput, strip=False)
-    company_name = forms.CharField(label="Company name", max_length=120)
+    email = forms.EmailField(label=_("E-mail address"))
+    password = forms.CharField(label=_("Password"), widget=forms.PasswordInput, strip=False)
+    company_name = forms.CharField(label=_("Company name"), max_length=120)
     accept_terms = forms.BooleanField(
-        label=(
+        label=_(
             "I accept that the free 5-client edition is for non-commercial use only "
             "and comes without warranty."
         ),
-        error_messages={"required": "You must accept the free edition's non-commercial terms."},
+        error_messages={"required": _("You must accept the free edition's non-commercial terms.")},
     )
+    # Filled in by the page's script with the browser's zone; without it the tenant gets
+    # the platform's default zone (SIPCLOUD_DEFAULT_TIME_ZONE), changeable later.
+    time_zone = forms.CharField(widget=forms.HiddenInput, required=False, max_length=64)
 
     def clean_email(self) -> str:
         email = User.objects.normalize_email(self.cleaned_data["email"]).lower()
         if User.objects.filter(email__iexact=email).exists():
-            raise forms.ValidationError("An account with this e-mail address already exists.")
+            raise forms.ValidationError(_("An account with this e-mail address already exists."))
         return email
+
+    def clean_time_zone(self) -> str:
+        name = self.cleaned_data["time_zone"] or settings.SIPCLOUD_DEFAULT_TIME_ZONE
+        return clean_time_zone_name(name)
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -36,16 +58,30 @@ class SignupForm(forms.Form):
         return cleaned
 
 
+class AccountForm(forms.Form):
+    """The tenant's time zone; owners and admins change it, viewers read it."""
+
+    time_zone = forms.ChoiceField(
+        label=_("Time zone"),
+        help_text=_("Every time the portal shows your team is on this clock."),
+    )
+
+    def __init__(self, *args: Any, can_change: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["time_zone"].choices = [(name, name) for name in sorted(time_zone_names())]
+        self.fields["time_zone"].disabled = not can_change
+
+
 class SystemSettingsForm(forms.ModelForm):
     class Meta:
         model = VirtualServer
         fields = list(SYSTEM_SETTINGS)
         help_texts = {
-            "out_group_prefix": "Dial this prefix before a number to use the external line.",
-            "media_relay": "Relay RTP through the server so phones behind NAT hear each other.",
-            "upnp": "Ask the router in front of the SIP host to forward ports.",
-            "cdr_failed_calls": "Off: unanswered calls write no CDR.",
-            "cdr_realtime_display": "Off: the live calls view shows nothing.",
+            "out_group_prefix": _("Dial this prefix before a number to use the external line."),
+            "media_relay": _("Relay RTP through the server so phones behind NAT hear each other."),
+            "upnp": _("Ask the router in front of the SIP host to forward ports."),
+            "cdr_failed_calls": _("Off: unanswered calls write no CDR."),
+            "cdr_realtime_display": _("Off: the live calls view shows nothing."),
         }
         # Three choices, each with its consequence in the help text: all in view at once.
         widgets = {"digest_algorithms": forms.RadioSelect}
@@ -53,27 +89,27 @@ class SystemSettingsForm(forms.ModelForm):
 
 class CallbackSettingsForm(forms.Form):
     app_server_address = forms.CharField(
-        label="Application server address",
+        label=_("Application server address"),
         max_length=255,
         required=False,
-        help_text=(
+        help_text=_(
             "Only call-back requests from this address are accepted. Leave it blank only if "
             "you must: then anyone on the Internet can make your server place calls."
         ),
     )
     port = forms.IntegerField(
-        label="Local listen port",
+        label=_("Local listen port"),
         min_value=0,
         max_value=65535,
-        help_text="0 closes the call-back service: the port is not opened at all.",
+        help_text=_("0 closes the call-back service: the port is not opened at all."),
     )
     default_caller = forms.RegexField(
-        label="Default caller number",
+        label=_("Default caller number"),
         regex=r"^[0-9]*$",
         max_length=32,
         required=False,
-        error_messages={"invalid": "Use digits only."},
-        help_text="Shown to the first callee when the request names no caller.",
+        error_messages={"invalid": _("Use digits only.")},
+        help_text=_("Shown to the first callee when the request names no caller."),
     )
 
 
@@ -94,5 +130,22 @@ class LocalUserForm(forms.ModelForm):
         if self.instance.pk:
             taken = taken.exclude(pk=self.instance.pk)
         if taken.exists():
-            raise forms.ValidationError(f"User {number} already exists on this server.")
+            raise forms.ValidationError(
+                _("User %(number)s already exists on this server."), params={"number": number}
+            )
         return number
+
+
+class MemberPasswordResetForm(PasswordResetForm):
+    """Writes the reset e-mail in the member's own language, not the requester's page's."""
+
+    def send_mail(
+        self,
+        subject_template_name: str,
+        email_template_name: str,
+        context: dict[str, Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        with translation.override(context["user"].language or translation.get_language()):
+            super().send_mail(subject_template_name, email_template_name, context, *args, **kwargs)

@@ -1,13 +1,19 @@
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class User(AbstractUser):
     """A person who logs in to the portal; identified by e-mail address."""
 
-    email = models.EmailField("email address", unique=True)
-    email_verified_at = models.DateTimeField(null=True, blank=True)
+    email = models.EmailField(_("e-mail address"), unique=True)
+    email_verified_at = models.DateTimeField(_("e-mail verified at"), null=True, blank=True)
+    # Blank: follow the browser. Set by the language switcher and at signup; the member's
+    # e-mails are written in it too.
+    language = models.CharField(
+        _("language"), max_length=10, choices=settings.LANGUAGES, blank=True
+    )
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS = ["username"]
@@ -16,16 +22,27 @@ class User(AbstractUser):
         return self.email
 
 
+def default_time_zone() -> str:
+    """The platform's default zone (SIPCLOUD_DEFAULT_TIME_ZONE), read when a tenant is made."""
+    return settings.SIPCLOUD_DEFAULT_TIME_ZONE
+
+
 class Tenant(models.Model):
     """A customer account; owns virtual servers and has members."""
 
-    name = models.CharField("company name", max_length=120)
-    created_at = models.DateTimeField(auto_now_add=True)
+    name = models.CharField(_("company name"), max_length=120)
+    # An IANA name (zoneinfo); every time the portal shows the tenant's members is in it.
+    time_zone = models.CharField(_("time zone"), max_length=64, default=default_time_zone)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     # Activity signal for the zombie purge: the latest portal login of any member.
-    last_member_login_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_member_login_at = models.DateTimeField(
+        _("last member login at"), null=True, blank=True, db_index=True
+    )
 
     class Meta:
         ordering = ["name"]
+        verbose_name = _("tenant")
+        verbose_name_plural = _("tenants")
 
     def __str__(self) -> str:
         return self.name
@@ -33,24 +50,35 @@ class Tenant(models.Model):
 
 class Membership(models.Model):
     class Role(models.TextChoices):
-        OWNER = "owner", "Owner"
-        ADMIN = "admin", "Admin"
-        VIEWER = "viewer", "Viewer"
+        OWNER = "owner", _("Owner")
+        ADMIN = "admin", _("Admin")
+        VIEWER = "viewer", _("Viewer")
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="memberships",
+        verbose_name=_("user"),
     )
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
-    created_at = models.DateTimeField(auto_now_add=True)
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="memberships", verbose_name=_("tenant")
+    )
+    role = models.CharField(_("role"), max_length=10, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
+        verbose_name = _("membership")
+        verbose_name_plural = _("memberships")
         constraints = [
             models.UniqueConstraint(fields=["user", "tenant"], name="membership_unique_user_tenant")
         ]
 
     def __str__(self) -> str:
-        return f"{self.user} ({self.role}) in {self.tenant}"
+        return _("%(user)s (%(role)s) in %(tenant)s") % {
+            "user": self.user,
+            "role": self.get_role_display(),
+            "tenant": self.tenant,
+        }
 
     @property
     def can_change(self) -> bool:

@@ -6,16 +6,38 @@ without the right to change gets 403.
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from sipnodes.models import LocalUser, VirtualServer
-from tenants.models import Membership, User
+from tenants.models import Membership, Tenant, User
 
 
 def member_servers(user: User) -> QuerySet[VirtualServer]:
     return VirtualServer.objects.filter(tenant__memberships__user=user).select_related(
         "host", "tenant"
     )
+
+
+def get_member_tenant(user: User) -> Tenant:
+    """The tenant the member joined first (404 for people with none, such as operators)."""
+    tenant = member_tenant(user)
+    if tenant is None:
+        raise Http404("no tenant")
+    return tenant
+
+
+def member_tenant(user: User) -> Tenant | None:
+    """The tenant the member joined first: its zone is the clock of every page they see."""
+    return (
+        Tenant.objects.filter(memberships__user=user)
+        .order_by("memberships__created_at", "memberships__pk")
+        .first()
+    )
+
+
+def can_change_tenant(user: User, tenant: Tenant) -> bool:
+    return Membership.objects.get(user=user, tenant=tenant).can_change
 
 
 def membership(user: User, server: VirtualServer) -> Membership:

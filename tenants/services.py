@@ -8,8 +8,10 @@ from django.core import signing
 from django.core.mail import send_mail
 from django.db import transaction
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
+from config.timezones import is_time_zone
 from sipnodes import services as sipnode_services
 from sipnodes.models import VirtualServer
 from sipnodes.services import IssuedPassword
@@ -23,6 +25,10 @@ class InvalidVerificationLink(Exception):
     """The link is forged, expired or was made for another address."""
 
 
+class UnknownTimeZone(ValueError):
+    """Not a time zone name zoneinfo knows."""
+
+
 @dataclass(frozen=True)
 class Signup:
     user: User
@@ -32,14 +38,26 @@ class Signup:
 
 
 @transaction.atomic
-def tenant_signup(*, email: str, password: str, company_name: str) -> Signup:
-    """A new customer: owner account, tenant, and a free 5-client server with users 100-102."""
-    user = User.objects.create_user(username=email, email=email, password=password)
-    tenant = Tenant.objects.create(name=company_name)
+def tenant_signup(
+    *, email: str, password: str, company_name: str, language: str, time_zone: str
+) -> Signup:
+    """A new customer: owner account, tenant, and a free 5-client server with users 100-102.
+
+    The owner keeps the language they signed up in (their e-mails are written in it) and
+    the tenant gets the time zone of their browser.
+    """
+    if not is_time_zone(time_zone):
+        raise UnknownTimeZone(time_zone)
+    user = User.objects.create_user(
+        username=email, email=email, password=password, language=language
+    )
+    tenant = Tenant.objects.create(name=company_name, time_zone=time_zone)
     Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.OWNER)
+    with translation.override(language):
+        name = _("%(company)s SIP server") % {"company": company_name}
     server = sipnode_services.server_create(
         tenant=tenant,
-        name=f"{company_name} SIP server",
+        name=name[: VirtualServer._meta.get_field("name").max_length],
         hold_for_verification=settings.SIPCLOUD_REQUIRE_EMAIL_VERIFICATION,
     )
     passwords = sipnode_services.server_create_starter_users(server=server)
@@ -52,15 +70,13 @@ def verification_token(user: User) -> str:
 
 def send_verification_email(*, user: User, base_url: str) -> None:
     link = base_url + reverse("tenants:verify-email", args=[verification_token(user)])
-    send_mail(
-        subject="Verify your sipcloud e-mail address",
-        message=(
+    with translation.override(user.language or translation.get_language()):
+        subject = _("Verify your sipcloud e-mail address")
+        message = _(
             "Welcome to sipcloud.\n\nConfirm your e-mail address with this link "
-            f"(valid for 7 days):\n\n{link}\n"
-        ),
-        from_email=None,
-        recipient_list=[user.email],
-    )
+            "(valid for 7 days):\n\n%(link)s\n"
+        ) % {"link": link}
+    send_mail(subject=subject, message=message, from_email=None, recipient_list=[user.email])
 
 
 @transaction.atomic
@@ -70,7 +86,9 @@ def user_verify_email(*, token: str) -> User:
         payload = signing.loads(token, salt=VERIFY_SALT, max_age=VERIFY_MAX_AGE)
         user = User.objects.select_for_update().get(pk=payload["user"], email=payload["email"])
     except (signing.BadSignature, User.DoesNotExist, KeyError, TypeError) as exc:
-        raise InvalidVerificationLink("this verification link is invalid or has expired") from exc
+        raise InvalidVerificationLink(
+            _("This verification link is invalid or has expired.")
+        ) from exc
     if user.email_verified_at is None:
         user.email_verified_at = timezone.now()
         user.save(update_fields=["email_verified_at"])
@@ -84,6 +102,21 @@ def user_verify_email(*, token: str) -> User:
                 server=server, state=VirtualServer.State.RUNNING
             )
     return user
+
+
+def user_set_language(*, user: User, language: str) -> None:
+    """The member's choice from the language switcher, kept for every browser and e-mail."""
+    if language not in dict(settings.LANGUAGES):
+        raise ValueError(f"not a portal language: {language!r}")
+    User.objects.filter(pk=user.pk).update(language=language)
+    user.language = language
+
+
+def tenant_set_time_zone(*, tenant: Tenant, time_zone: str) -> None:
+    if not is_time_zone(time_zone):
+        raise UnknownTimeZone(time_zone)
+    Tenant.objects.filter(pk=tenant.pk).update(time_zone=time_zone)
+    tenant.time_zone = time_zone
 
 
 def user_record_login(*, user: User, at: datetime) -> None:

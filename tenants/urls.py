@@ -6,6 +6,8 @@ app_name = "tenants"
 
 urlpatterns = [
     path("signup/", views.signup, name="signup"),
+    path("language/", views.set_language, name="set-language"),
+    path("account/", views.account, name="account"),
     path("verify/<str:token>/", views.verify_email, name="verify-email"),
     path("servers/", views.server_list, name="server-list"),
     path("servers/<int:pk>/", views.server_detail, name="server-detail"),

@@ -1,10 +1,15 @@
 """Signup portal and tenant admin pages; the work happens in services and selectors."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+from django.views import i18n
 from django.views.decorators.http import require_POST, require_safe
 
 from sipnodes import selectors as sipnode_selectors
@@ -12,7 +17,13 @@ from sipnodes import services as sipnode_services
 from sipnodes.models import VirtualServer
 from sipnodes.services import NoHostAvailable, PortInUse
 from tenants import selectors, services
-from tenants.forms import CallbackSettingsForm, LocalUserForm, SignupForm, SystemSettingsForm
+from tenants.forms import (
+    AccountForm,
+    CallbackSettingsForm,
+    LocalUserForm,
+    SignupForm,
+    SystemSettingsForm,
+)
 
 
 def signup(request: HttpRequest) -> HttpResponse:
@@ -23,14 +34,18 @@ def signup(request: HttpRequest) -> HttpResponse:
                 email=form.cleaned_data["email"],
                 password=form.cleaned_data["password"],
                 company_name=form.cleaned_data["company_name"],
+                language=translation.get_language(),
+                time_zone=form.cleaned_data["time_zone"],
             )
         except NoHostAvailable:
-            form.add_error(None, "We cannot create new servers right now. Please try later.")
+            form.add_error(None, _("We cannot create new servers right now. Please try later."))
             return render(request, "tenants/signup.html", {"form": form}, status=503)
         services.send_verification_email(
             user=result.user, base_url=request.build_absolute_uri("/").rstrip("/")
         )
         login(request, result.user, backend="django.contrib.auth.backends.ModelBackend")
+        # This response was begun before anyone was logged in: show it in the new tenant's zone.
+        timezone.activate(result.tenant.time_zone)
         # The passwords are shown in this response only; nothing keeps them.
         return render(
             request,
@@ -45,7 +60,7 @@ def verify_email(request: HttpRequest, token: str) -> HttpResponse:
         services.user_verify_email(token=token)
     except services.InvalidVerificationLink as exc:
         return render(request, "tenants/verify_failed.html", {"error": exc}, status=400)
-    messages.success(request, "Your e-mail address is verified.")
+    messages.success(request, _("Your e-mail address is verified."))
     return redirect("tenants:server-list")
 
 
@@ -68,7 +83,11 @@ def server_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "users": sipnode_selectors.server_local_users(server=server),
             "clients": sipnode_selectors.server_clients(server=server),
             "can_change": selectors.membership(request.user, server).can_change,
-            "power_actions": ["start", "stop", "restart"],
+            "power_actions": [
+                ("start", _("Start")),
+                ("stop", _("Stop")),
+                ("restart", _("Restart")),
+            ],
         },
     )
 
@@ -79,7 +98,7 @@ def server_settings(request: HttpRequest, pk: int) -> HttpResponse:
     form = SystemSettingsForm(request.POST or None, instance=server)
     if request.method == "POST" and form.is_valid():
         sipnode_services.server_update_settings(server=server, **form.cleaned_data)
-        messages.success(request, "Settings saved.")
+        messages.success(request, _("Settings saved."))
         return redirect(server)
     return render(request, "tenants/server_settings.html", {"server": server, "form": form})
 
@@ -99,7 +118,7 @@ def server_callback(request: HttpRequest, pk: int) -> HttpResponse:
         except PortInUse as exc:
             form.add_error("port", str(exc))
         else:
-            messages.success(request, "Call-back settings saved.")
+            messages.success(request, _("Call-back settings saved."))
             return redirect(server)
     return render(request, "tenants/server_callback.html", {"server": server, "form": form})
 
@@ -124,7 +143,7 @@ def local_user_edit(request: HttpRequest, server_pk: int, pk: int) -> HttpRespon
             display_name=form.cleaned_data["display_name"],
             call_level=form.cleaned_data["call_level"],
         )
-        messages.success(request, f"User {user.number} saved.")
+        messages.success(request, _("User %(number)s saved.") % {"number": user.number})
         return redirect(user.server)
     return render(
         request,
@@ -138,7 +157,7 @@ def local_user_edit(request: HttpRequest, server_pk: int, pk: int) -> HttpRespon
 def local_user_delete(request: HttpRequest, server_pk: int, pk: int) -> HttpResponse:
     user = selectors.get_member_local_user(request.user, server_pk, pk, change=True)
     sipnode_services.local_user_delete(user=user)
-    messages.success(request, f"User {user.number} deleted.")
+    messages.success(request, _("User %(number)s deleted.") % {"number": user.number})
     return redirect(user.server)
 
 
@@ -158,8 +177,41 @@ def server_power(request: HttpRequest, pk: str, action: str) -> HttpResponse:
     server = selectors.get_member_server(request.user, pk, change=True)
     if action == "restart":
         sipnode_services.server_restart(server=server)
+        done = _("Asked the host to restart %(server)s.")
+    elif action == "start":
+        sipnode_services.server_set_desired_state(server=server, state=VirtualServer.State.RUNNING)
+        done = _("Asked the host to start %(server)s.")
     else:
-        state = {"start": VirtualServer.State.RUNNING, "stop": VirtualServer.State.STOPPED}
-        sipnode_services.server_set_desired_state(server=server, state=state[action])
-    messages.success(request, f"Asked the host to {action} {server.name}.")
+        sipnode_services.server_set_desired_state(server=server, state=VirtualServer.State.STOPPED)
+        done = _("Asked the host to stop %(server)s.")
+    messages.success(request, done % {"server": server.name})
     return redirect(server)
+
+
+@require_POST
+def set_language(request: HttpRequest) -> HttpResponse:
+    """The language switcher: Django's view sets the cookie and goes back; a member's
+    choice is also kept in their profile, for their other browsers and their e-mails."""
+    response = i18n.set_language(request)
+    language = request.POST.get("language", "")
+    if request.user.is_authenticated and language in dict(settings.LANGUAGES):
+        services.user_set_language(user=request.user, language=language)
+    return response
+
+
+@login_required
+def account(request: HttpRequest) -> HttpResponse:
+    tenant = selectors.get_member_tenant(request.user)
+    can_change = selectors.can_change_tenant(request.user, tenant)
+    form = AccountForm(
+        request.POST or None, initial={"time_zone": tenant.time_zone}, can_change=can_change
+    )
+    if request.method == "POST" and form.is_valid():
+        if not can_change:
+            raise PermissionDenied(_("Viewers cannot change the account settings."))
+        services.tenant_set_time_zone(tenant=tenant, time_zone=form.cleaned_data["time_zone"])
+        messages.success(request, _("Account settings saved."))
+        return redirect("tenants:account")
+    return render(
+        request, "tenants/account.html", {"tenant": tenant, "form": form, "can_change": can_change}
+    )

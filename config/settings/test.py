@@ -20,3 +20,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 STATIC_ROOT = None
+# Tests read English unless they ask for another language (the Accept-Language header, a
+# member's profile): the language a request without either gets in production, Chinese, is
+# tested with this setting changed.
+LANGUAGE_CODE = "en"

@@ -39,7 +39,8 @@ def test_the_platform_starts_serves_runs_tasks_and_stops(platform_env):
     bind = platform_env["SIPCLOUD_BIND"]
     with urllib.request.urlopen(f"http://{bind}/signup/", timeout=10) as response:
         assert response.status == 200
-        assert "free virtual SIP server" in response.read().decode()
+        # No Accept-Language: the default language, Chinese, from the compiled catalogue.
+        assert "免费获取您的虚拟SIP服务器" in response.read().decode()
 
     # The Celery worker really runs tasks from the broker: a lapsed paid edition falls back.
     manage_shell(
