@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 from pathlib import Path
@@ -11,49 +10,10 @@ import pytest
 
 from tests.support import free_port, require_tool, stop_process, wait_until
 
+from .baresip import BARESIP_CONFIG, ctrl, spaced_port
 from .processes import event_states, stream_events
 
 pytestmark = pytest.mark.e2e
-
-CONFIG = """\
-poll_method epoll
-sip_listen 127.0.0.1:{sip_port}
-sip_trans_def udp
-net_interface 127.0.0.1
-audio_player alsa,null
-audio_source ausine,440
-audio_alert alsa,null
-ausrc_srate 48000
-ausrc_channels 2
-module_path /usr/lib/baresip/modules
-module g711.so
-module ausine.so
-module aufile.so
-module menu.so
-module ctrl_tcp.so
-module_app account.so
-ctrl_tcp_listen 127.0.0.1:{ctrl_port}
-rtp_ports {rtp}-{rtp_end}
-"""
-
-
-def spaced_port() -> int:
-    """A port whose +1 is free too (baresip opens TLS on port+1)."""
-    while True:
-        port = free_port()
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-        finally:
-            s.close()
-
-
-def ctrl(sock: socket.socket, command: str, params: str = "") -> None:
-    body = json.dumps({"command": command, "params": params, "token": command}).encode()
-    sock.sendall(str(len(body)).encode() + b":" + body + b",")
 
 
 @pytest.fixture
@@ -67,7 +27,9 @@ def baresip(tmp_path: Path):
         ctrl_port = free_port()
         rtp = free_port()
         (home / "config").write_text(
-            CONFIG.format(sip_port=spaced_port(), ctrl_port=ctrl_port, rtp=rtp, rtp_end=rtp + 20)
+            BARESIP_CONFIG.format(
+                sip_port=spaced_port(), ctrl_port=ctrl_port, rtp=rtp, rtp_end=rtp + 20
+            )
         )
         (home / "accounts").write_text(account + "\n")
         log = (tmp_path / "baresip.log").open("wb")
