@@ -7,7 +7,11 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 # Compiled translation catalogues (.mo), made from the .po files in locale/ and never committed.
 CATALOGUES := $(patsubst %.po,%.mo,$(wildcard locale/*/LC_MESSAGES/django.po))
 
-.PHONY: run stop test lint format services-run services-test messages
+# The engine's hot modules compiled with mypyc (sipnodes/engine/compiled.py), rebuilt when a
+# source changes; until then the worker runs the Python sources, never a stale build.
+ENGINE_BUILD := build/engine/sources.sha256
+
+.PHONY: run stop test lint format services-run services-test messages engine
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,13 +34,18 @@ locale/%.mo: locale/%.po
 
 messages: $(CATALOGUES)
 
-run: services-run $(STAMP) messages
+$(ENGINE_BUILD): $(STAMP) $(wildcard sipnodes/engine/*.py) platform/bin/compile-engine
+	$(BIN)/python platform/bin/compile-engine
+
+engine: $(ENGINE_BUILD)
+
+run: services-run $(STAMP) messages engine
 	platform/bin/start-platform
 
 stop:
 	platform/bin/stop-platform
 
-test: services-test $(STAMP) lint messages
+test: services-test $(STAMP) lint messages engine
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

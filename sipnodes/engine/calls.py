@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from . import cdr as cdrs
 from .callmodel import (
@@ -62,7 +62,7 @@ FORGET_AFTER = 32.0  # keep a released call's dialogs for crossing BYEs and ACK 
 Emit = Callable[[EventData, float], None]
 
 
-class UnexpectedCallEvent(RuntimeError):
+class UnexpectedCallEvent(Exception):  # not RuntimeError: mypyc cannot subclass that
     """A (state, event) pair `CALL_TABLE` does not declare: a bug in this module."""
 
 
@@ -128,10 +128,7 @@ class B2BUA:
     # ---- the table ------------------------------------------------------------
 
     def _fire(self, call: Call, event: CallEvent, now: float, trigger: Trigger) -> None:
-        entry = CALL_TABLE.get((call.state, event))
-        if entry is None:
-            raise UnexpectedCallEvent(f"{event.name} in state {call.state.name}")
-        handler, next_state = entry
+        handler, next_state = transition(call.state, event)
         call.state = next_state
         handler(self, call, now, trigger)
 
@@ -606,10 +603,14 @@ class B2BUA:
 Handler = Callable[[B2BUA, Call, float, Trigger], None]
 
 
-def _build_table() -> dict[tuple[CallState, CallEvent], tuple[Handler, CallState]]:
+CallKey = tuple[CallState, CallEvent]
+CallEntry = tuple[Handler, CallState]
+
+
+def _build_table() -> dict[CallKey, CallEntry]:
     """(state, event) -> (handler, next state), for every pair."""
     S, E, B = CallState, CallEvent, B2BUA
-    table: dict[tuple[CallState, CallEvent], tuple[Handler, CallState]] = {}
+    table: dict[CallKey, CallEntry] = {}
 
     def on(
         states: Iterable[CallState],
@@ -662,6 +663,16 @@ def _build_table() -> dict[tuple[CallState, CallEvent], tuple[Handler, CallState
 
 
 CALL_TABLE = _build_table()
+
+
+def transition(
+    state: CallState, event: CallEvent, table: Mapping[CallKey, CallEntry] = CALL_TABLE
+) -> CallEntry:
+    """The handler and next state for (state, event); a pair missing from the table is a bug."""
+    entry = table.get((state, event))
+    if entry is None:
+        raise UnexpectedCallEvent(f"{event.name} in state {state.name}")
+    return entry
 
 
 def _invite_event(code: int) -> CallEvent:

@@ -98,7 +98,7 @@ class Engine:
         if not data.strip(b"\r\n"):
             return  # keepalive (RFC 5626 CRLF ping over UDP)
         if self.overloaded:
-            refusal = shed_response(data, b"Service Unavailable - overloaded", RETRY_AFTER)
+            refusal = shed_response(data, RETRY_AFTER)
             if refusal is not None:
                 self.outbox.append(Send(refusal, peer))
                 self.shed += 1

@@ -20,6 +20,7 @@ import signal
 import time
 from pathlib import Path
 
+from .compiled import running_compiled
 from .config import Config, ConfigError, load_config
 from .core import Engine
 from .eventsink import EventSink, connect
@@ -96,11 +97,12 @@ class Worker:
         engine.status("started", loop.time())
         self._flush()
         log.info(
-            "server %s (%s) listening on %s:%d udp+tcp",
+            "server %s (%s) listening on %s:%d udp+tcp, %s engine",
             config.server_id,
             config.name,
             config.listen.address,
             port,
+            "compiled" if running_compiled() else "Python",
         )
         await self.stop_event.wait()
         await self._stop()

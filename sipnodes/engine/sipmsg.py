@@ -176,36 +176,44 @@ def request_on_invite(invite: Request, method: str, to: str | None = None) -> Re
     )
 
 
-_SHED_METHODS = (b"REGISTER ", b"INVITE ")
 _COPIED = {b"via", b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq"}
-_CREDENTIALS = (b"authorization", b"proxy-authorization")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Regexes over the raw header block: the overload path must not parse.
+_CREDENTIALS = re.compile(rb"\n(?:proxy-)?authorization[ \t]*:", re.I)
+_TO_TAG = re.compile(rb"\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.I)
+_TO_LINE = re.compile(rb"^(?:to|t)[ \t]*:", re.I)
+_COPIED_LINE = re.compile(rb"^(?:via|v|from|f|to|t|call-id|i|cseq)[ \t]*:[^\r\n]*", re.I | re.M)
+_FOLDED = re.compile(rb"\n[ \t]")
 
 
-def shed_response(data: bytes, phrase: bytes, retry_after: int) -> bytes | None:
-    """A stateless 503 for a new REGISTER/INVITE without credentials, or None.
+def shed_response(data: bytes, retry_after: int) -> bytes | None:
+    """Under overload: a stateless answer to a request that brings new work, or None.
 
-    Used only under overload, before full parsing, so refusing costs almost
-    nothing: it copies the raw Via/From/To/Call-ID/CSeq lines. Requests that
-    carry credentials (the second half of a challenge) or a To tag (in a
-    dialog) are work already under way and return None to be served normally.
+    Costs a few regex searches, no parsing, so an overloaded worker spends
+    its time on the work already under way. New REGISTER/INVITE without
+    credentials get 503 with Retry-After; a BYE outside any dialog (no To
+    tag; SIPp sends one after every call it aborts) gets 481. Requests with
+    credentials (the second half of a challenge) or a To tag (in a dialog)
+    return None and are served normally, as does anything folded or unusual.
     """
-    if not data.startswith(_SHED_METHODS):
+    if data.startswith(b"BYE "):
+        status = b"481 Call/Transaction Does Not Exist"
+    elif data.startswith((b"REGISTER ", b"INVITE ")):
+        status = b"503 Service Unavailable - overloaded"
+    else:
         return None
-    lines = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            return None
-        key = name.strip().lower()
-        if key in _CREDENTIALS:
-            return None
-        if key in (b"to", b"t") and b";tag=" in value.replace(b" ", b""):
-            return None
-    copied = _copied_lines(lines)
+    head = data.partition(b"\r\n\r\n")[0]
+    if _TO_TAG.search(head) or _FOLDED.search(head):
+        return None
+    if status[:3] == b"503" and _CREDENTIALS.search(head):
+        return None
+    copied = _COPIED_LINE.findall(head)
     if len(copied) < 5:
         return None  # missing mandatory headers: let the parser refuse it
-    return _raw_response(b"503 " + phrase, copied, b"Retry-After: %d" % retry_after)
+    tag = b";tag=" + random_token(4).encode()
+    copied = [line + tag if _TO_LINE.match(line) else line for line in copied]
+    extra = (b"Retry-After: %d" % retry_after,) if status[:3] == b"503" else ()
+    return _raw_response(status, copied, *extra)
 
 
 def refusal_response(data: bytes, status: int, reason: str) -> bytes | None:

@@ -130,6 +130,7 @@ class Transports:
         self.tcp_server: asyncio.Server | None = None
         self.connections: dict[tuple[str, int], TcpProtocol] = {}
         self._pending: dict[tuple[str, int], list[bytes]] = {}
+        self._udp_socket: socket.socket | None = None  # kept: get_extra_info builds a wrapper
 
     async def open(self, host: str, port: int) -> int:
         """Bind UDP and TCP on the same port (0 = any free port); returns the port."""
@@ -143,6 +144,7 @@ class Transports:
             # kernel's default ~200 kB buffer; capped by net.core.rmem_max/wmem_max.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER)
+        self._udp_socket = sock
         port = udp_transport.get_extra_info("sockname")[1]
         self.tcp_server = await loop.create_server(
             lambda: TcpProtocol(self.receive, self.connections), host, port, reuse_address=True
@@ -151,11 +153,11 @@ class Transports:
 
     def udp_backlog(self) -> int:
         """Bytes waiting in the UDP socket's receive queue (0 where unknown)."""
-        if self.udp is None or self.udp.transport is None:
+        if self._udp_socket is None:
             return 0
-        sock = self.udp.transport.get_extra_info("socket")
         try:
-            return int(struct.unpack("9I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))[0])
+            meminfo = self._udp_socket.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
+            return int(struct.unpack("9I", meminfo)[0])
         except (OSError, struct.error):
             return 0
 

@@ -1,5 +1,5 @@
 from sipnodes.engine.message import parse
-from sipnodes.engine.sipmsg import Peer, make_response, response_peer, stamp_via
+from sipnodes.engine.sipmsg import Peer, make_response, response_peer, shed_response, stamp_via
 
 OPTIONS = (
     b"OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
@@ -27,3 +27,35 @@ def test_without_rport_responses_go_to_via_port_at_received_address():
     peer = Peer("UDP", "203.0.113.9", 40001)
     stamp_via(req, peer)
     assert response_peer(req, peer) == Peer("UDP", "203.0.113.9", 5062)
+
+
+def raw(method: str, *headers: str) -> bytes:
+    """A request as a phone might write it: compact and odd-case names, no parsing needed."""
+    first = f"{method} sip:x SIP/2.0\r\n"
+    base = ("v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1", "f: <sip:100@x>;tag=a", "CALL-ID: c1")
+    lines = [*base, f"cseq: 1 {method}", *headers, "l: 0"]
+    return (first + "".join(h + "\r\n" for h in lines) + "\r\n").encode()
+
+
+def test_overload_refuses_new_work_from_the_raw_bytes():
+    refusal = shed_response(raw("REGISTER", "t: <sip:100@x>"), 5)
+    assert refusal is not None
+    response = parse(refusal)
+    assert (response.code, response.headers["Retry-After"]) == (503, "5")
+    assert response.to_address.tag and response.call_id == "c1"
+    assert response.top_via.branch == "z9hG4bK1"
+    bye = shed_response(raw("BYE", "To: <sip:100@x>"), 5)
+    assert bye is not None and parse(bye).code == 481
+
+
+def test_overload_serves_work_under_way_and_what_it_cannot_read_cheaply():
+    to = "To: <sip:100@x>"
+    served = [
+        raw("REGISTER", to, 'authorization: Digest username="100"'),
+        raw("INVITE", to, 'Proxy-Authorization: Digest username="100"'),
+        raw("BYE", "To: <sip:100@x> ;TAG=b"),
+        raw("REGISTER", to, " ;tag=b"),  # folded
+        raw("OPTIONS", to),
+        raw("REGISTER"),  # no To: the parser refuses it
+    ]
+    assert [shed_response(data, 5) for data in served] == [None] * len(served)
