@@ -58,6 +58,7 @@ class CallEvent(enum.Enum):
     NO_ACK = "no_ack"  # the caller never ACKed the 2xx (Timer L)
     STOP = "stop"  # the worker is stopping
     USER_REMOVED = "user_removed"  # caller or callee deleted from the config
+    MEDIA_TIMEOUT = "media_timeout"  # the relay saw no media on either side for the timeout
 
 
 class TxPurpose(enum.Enum):

@@ -40,7 +40,7 @@ from .dialplan import DialPlan
 from .digest import Authenticator, Outcome
 from .events import CallData, EventData
 from .location import Binding, LocationTable
-from .media import Media
+from .media import Media, MediaPortsExhausted
 from .message import RemoteProtocolError, Request, Response, Uri, Via
 from .sipmsg import (
     Peer,
@@ -157,7 +157,12 @@ class B2BUA:
             )
             return
         call = self._new_call(req, tx, peer, user, record, outcome)
-        self._start_t_side(call, req, now)
+        try:
+            self._start_t_side(call, req, now)
+        except MediaPortsExhausted:
+            self._reject(tx, 503, "Service Unavailable - no media ports", now)
+            cause = cdrs.RESOURCE_UNAVAILABLE
+            self._write_cdr(record, now, "server", 503, CallTag.NO_MEDIA_PORTS, cause)
 
     def _authenticate(self, req: Request, tx: ServerTransaction, now: float) -> User | None:
         """The calling local user, or None once the INVITE is challenged or refused."""
@@ -325,6 +330,13 @@ class B2BUA:
         for call in list(self.calls.values()):
             self._fire(call, CallEvent.STOP, now, Trigger())
 
+    def check_media(self, now: float) -> None:
+        """The core's one-second sweep: end the calls whose media stopped (relay on)."""
+        for call_uuid in self.media.idle_calls(now):
+            call = self.calls.get(call_uuid)
+            if call is not None:
+                self._fire(call, CallEvent.MEDIA_TIMEOUT, now, Trigger())
+
     def drop_user(self, number: str, now: float) -> None:
         """A user deleted from the config: end their calls as a server stop would."""
         for call in list(self.calls.values()):
@@ -450,6 +462,10 @@ class B2BUA:
 
     def _end_no_ack(self, call: Call, now: float, trigger: Trigger) -> None:
         self._bye_both(call, now, CallTag.NO_ACK, cdrs.TEMPORARY_FAILURE, 200)
+
+    def _end_media_timeout(self, call: Call, now: float, trigger: Trigger) -> None:
+        cause = cdrs.RECOVERY_ON_TIMER_EXPIRY
+        self._bye_both(call, now, CallTag.MEDIA_TIMEOUT, cause, 200)
 
     def _end_server_stop(self, call: Call, now: float, trigger: Trigger) -> None:
         self._bye_both(call, now, CallTag.SERVER_STOP, cdrs.NORMAL_CLEARING, 200)
@@ -632,7 +648,7 @@ def _build_table() -> dict[CallKey, CallEntry]:
     on(SETUP_STATES, [E.UNREACHABLE], B._unreachable, S.RELEASED)
     on(SETUP_STATES, [E.CALLEE_BYE], B._callee_left_early, S.RELEASED)
     on(SETUP_STATES, [E.IN_DIALOG], B._refuse_in_dialog)
-    on(SETUP_STATES, [E.MAX_DURATION, E.NO_ACK, E.USER_REMOVED], B._ignore)
+    on(SETUP_STATES, [E.MAX_DURATION, E.NO_ACK, E.USER_REMOVED, E.MEDIA_TIMEOUT], B._ignore)
     # The caller gives up or the server does: no CANCEL before a provisional (§9.1).
     for event, handler in (
         (E.CANCEL, B._caller_gave_up),
@@ -648,6 +664,7 @@ def _build_table() -> dict[CallKey, CallEntry]:
     on([S.ANSWERED], [E.IN_DIALOG], B._relay_in_dialog)
     on([S.ANSWERED], [E.MAX_DURATION], B._end_max_duration, S.RELEASED)
     on([S.ANSWERED], [E.NO_ACK], B._end_no_ack, S.RELEASED)
+    on([S.ANSWERED], [E.MEDIA_TIMEOUT], B._end_media_timeout, S.RELEASED)
     on([S.ANSWERED], (E.STOP, E.USER_REMOVED), B._end_server_stop, S.RELEASED)
     on([S.ANSWERED], (E.PROVISIONAL, E.RINGING, E.REFUSED, E.UNREACHABLE), B._ignore)
     on([S.ANSWERED], (E.CANCEL, E.NO_ANSWER), B._ignore)
@@ -658,7 +675,7 @@ def _build_table() -> dict[CallKey, CallEntry]:
     on(ended, [E.ANSWERED], B._ack_and_bye, S.RELEASED)
     on(ended, [E.IN_DIALOG], B._refuse_in_dialog)
     on(ended, (E.CANCEL, E.CALLER_BYE, E.CALLEE_BYE, E.NO_ANSWER), B._ignore)
-    on(ended, (E.MAX_DURATION, E.NO_ACK, E.STOP, E.USER_REMOVED), B._ignore)
+    on(ended, (E.MAX_DURATION, E.NO_ACK, E.STOP, E.USER_REMOVED, E.MEDIA_TIMEOUT), B._ignore)
     return table
 
 

@@ -22,6 +22,8 @@ NO_ANSWER = 19
 UNALLOCATED = 1
 NORMAL_UNSPECIFIED = 31
 TEMPORARY_FAILURE = 41
+RESOURCE_UNAVAILABLE = 47
+RECOVERY_ON_TIMER_EXPIRY = 102
 
 
 class CallTag(enum.IntEnum):
@@ -60,6 +62,15 @@ class CallTag(enum.IntEnum):
     )
     CALLEE_UNREACHABLE = (10, "The callee's device did not respond at all (Timer B expired).")
     NO_ACK = (11, "The caller never acknowledged the answer (2xx not ACKed within 64*T1).")
+    MEDIA_TIMEOUT = (
+        12,
+        "The media relay saw no media from either side of the answered call "
+        "for the media timeout; the server ended it.",
+    )
+    NO_MEDIA_PORTS = (
+        13,
+        "The server refused the call: its media relay port block had no ports left.",
+    )
 
 
 # SIP status -> Q.850 cause (RFC 3398 §8.2.6.1, the SIP-to-ISUP direction).

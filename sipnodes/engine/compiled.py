@@ -32,6 +32,8 @@ COMPILED = (
     "registrar",
     "dialplan",
     "media",
+    "sdp",
+    "rtp",  # the media relay's per-packet path
     "callmodel",
     "calls",
     "core",

@@ -73,6 +73,19 @@ class AuthOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class MediaOptions:
+    """Optional (added by the engine): the relay's timers, in seconds.
+
+    `timeout`: media stopped on both sides of an answered call for this long
+    ends it (0: never); a call on hold (a=inactive, 0.0.0.0) is exempt.
+    `relatch_after`: a latched source quiet this long lets another take over.
+    """
+
+    timeout: int = 60
+    relatch_after: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
 class User:
     number: str
     display_name: str
@@ -117,6 +130,7 @@ class Config:
     callback: Callback
     registrar: RegistrarOptions = RegistrarOptions()
     auth: AuthOptions = AuthOptions()
+    media: MediaOptions = MediaOptions()
 
     @functools.cached_property
     def users_by_number(self) -> dict[str, User]:
@@ -273,6 +287,7 @@ def parse_config(data: Any) -> Config:
         ),
         registrar=_registrar(top.sub("registrar", optional=True)),
         auth=_auth(top.sub("auth", optional=True)),
+        media=_media(top.sub("media", optional=True)),
     )
 
 
@@ -318,6 +333,13 @@ def _auth(r: _Reader) -> AuthOptions:
     if not algorithms or any(a not in ("MD5", "SHA-256") for a in algorithms):
         raise r.fail("algorithms", "expected a non-empty list of MD5, SHA-256")
     return AuthOptions(algorithms=tuple(dict.fromkeys(algorithms)))
+
+
+def _media(r: _Reader) -> MediaOptions:
+    relatch = r.nonneg("relatch_after", 2)
+    if relatch < 1:
+        raise r.fail("relatch_after", "expected a number >= 1")
+    return MediaOptions(timeout=r.nonneg("timeout", 60), relatch_after=relatch)
 
 
 def load_config(path: str | Path) -> Config:

@@ -18,7 +18,7 @@ from .dialplan import DialPlan
 from .digest import Authenticator
 from .events import Event, EventData, StatusData, make_event
 from .location import LocationTable
-from .media import Media, PassThrough
+from .media import Media, MediaSettings, PassThrough
 from .message import RemoteProtocolError, Request, Response, parse
 from .registrar import Registrar, RegistrationChange
 from .sipmsg import (
@@ -188,6 +188,7 @@ class Engine:
 
     def _sweep(self, now: float) -> None:
         self._emit_registrations(self.registrar.expire(now), now)
+        self.b2bua.check_media(now)
         self.scheduler.call_at(now + SWEEP_INTERVAL, self._sweep)
 
     def restore(self, records: dict[Any, Any], now: float) -> int:
@@ -202,6 +203,7 @@ class Engine:
         """New config (SIGHUP): keep calls and registrations, drop removed users."""
         self._apply(config)
         self.b2bua.configure(CallSettings.from_config(config), self.auth, self.dialplan)
+        self.b2bua.media.configure(MediaSettings.from_config(config))
         for b in self.location.all():
             if b.user not in config.users_by_number:
                 self.location.remove(b.user, b.contact)

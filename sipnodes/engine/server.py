@@ -24,6 +24,8 @@ from .compiled import running_compiled
 from .config import Config, ConfigError, load_config
 from .core import Engine
 from .eventsink import EventSink, connect
+from .media import MediaRelay, MediaSettings
+from .mediaports import UdpPorts
 from .sipmsg import Peer
 from .transaction import State
 from .transport import Transports
@@ -68,7 +70,8 @@ class Worker:
                 config, listen=dataclasses.replace(config.listen, sip_port=port)
             )
             self.config = config
-        self.engine = engine = Engine(config, loop.time(), to_wall=self._to_wall)
+        media = MediaRelay(MediaSettings.from_config(config), UdpPorts(loop, config.listen.address))
+        self.engine = engine = Engine(config, loop.time(), to_wall=self._to_wall, media=media)
         self.sink = EventSink(
             connect(config.redis_url),
             config.server_uid,

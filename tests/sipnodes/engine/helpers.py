@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from sipnodes.engine.config import Config, parse_config
 from sipnodes.engine.core import Engine
 from sipnodes.engine.digest import digest_parameters, response_digest
+from sipnodes.engine.media import Media
 from sipnodes.engine.message import Request, Response, parse
 from sipnodes.engine.sipmsg import Peer, new_branch, random_token
 from sipnodes.engine.timers import ToWall
@@ -90,13 +91,18 @@ def same_clock(now: float) -> float:
 
 
 def make_engine(
-    now: float = T0, *, to_wall: ToWall = same_clock, **config_overrides: Any
+    now: float = T0,
+    *,
+    to_wall: ToWall = same_clock,
+    media: Media | None = None,
+    **config_overrides: Any,
 ) -> Engine:
     """An Engine on `make_config(**config_overrides)`, its clock at `now`.
 
     The only place the tests call `Engine(...)`: a change to its constructor is made here.
     """
-    return Engine(make_config(**config_overrides), now, to_wall=to_wall, secret=SECRET)
+    config = make_config(**config_overrides)
+    return Engine(config, now, to_wall=to_wall, secret=SECRET, media=media)
 
 
 class Net:
@@ -272,10 +278,15 @@ class Pbx:
     """
 
     def __init__(
-        self, now: float = T0, *, to_wall: ToWall = same_clock, **config_overrides: Any
+        self,
+        now: float = T0,
+        *,
+        to_wall: ToWall = same_clock,
+        media: Media | None = None,
+        **config_overrides: Any,
     ) -> None:
         self.now = now
-        self.engine = make_engine(now, to_wall=to_wall, **config_overrides)
+        self.engine = make_engine(now, to_wall=to_wall, media=media, **config_overrides)
         self.net = Net(self.engine)
 
     def phone(self, number: str, port: int, **options: Any) -> Phone:

@@ -11,7 +11,7 @@ from tests.support import ROOT
 
 ENGINE = ROOT / "sipnodes" / "engine"
 # The asyncio shell: the only modules that may own sockets, clocks and Redis.
-SHELL = {"server", "transport", "eventsink", "__main__"}
+SHELL = {"server", "transport", "eventsink", "mediaports", "__main__"}
 IO_MODULES = {"asyncio", "socket", "time", "redis", "uvloop", "selectors", "threading"}
 
 
