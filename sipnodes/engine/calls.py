@@ -41,7 +41,7 @@ from .digest import Authenticator, Outcome
 from .events import CallData, EventData
 from .location import Binding, LocationTable
 from .media import Media, MediaPortsExhausted
-from .message import RemoteProtocolError, Request, Response, Uri, Via
+from .message import RemoteProtocolError, Request, Response, Uri, Via, quoted_string
 from .sipmsg import (
     Peer,
     Send,
@@ -221,7 +221,7 @@ class B2BUA:
         t_tag = random_token(6)
         host = self.settings.domain
         name = user.display_name or req.from_address.name  # the portal's name comes first
-        display = '"' + name.replace('"', "") + '" ' if name else ""
+        display = quoted_string(name) + " " if name else ""
         t = Leg(
             side="T",
             call_id=random_token(12),

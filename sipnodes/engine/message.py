@@ -363,6 +363,20 @@ def _quoted(text: str) -> tuple[str, str]:
     raise ValueError("unterminated quoted string")
 
 
+_UNQUOTABLE = re.compile(r"[\x00-\x1f\x7f]+")  # CR and LF would end the header line
+
+
+def quoted_string(text: str) -> str:
+    """`text` as a quoted string (§25.1): a display name as written in From/To.
+
+    Backslash and double quote become quoted-pairs; control characters (a CR or
+    LF would start a new header) become a space; non-ASCII text (Chinese names)
+    stays as it is, UTF-8 on the wire.
+    """
+    text = _UNQUOTABLE.sub(" ", text).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
 def parse_addresses(values: list[str]) -> list[Address]:
     """Every address of a list header (Contact: a, b), across its lines."""
     return [Address.parse(part) for value in values for part in split_outside(value, ",")]

@@ -2,9 +2,10 @@
 
 import pytest
 
+from sipnodes.engine.config import parse_config
 from sipnodes.engine.transaction import T1, TIMER_B
 
-from .helpers import REALM, T0, Pbx, make_config, same_clock
+from .helpers import REALM, T0, Pbx, config_dict, make_config, same_clock
 
 SDP_A = b"v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
 SDP_B = SDP_A.replace(b"o=a", b"o=b")
@@ -143,6 +144,17 @@ def test_the_callee_sees_the_caller_at_the_server_domain_with_the_portal_name():
     caller, callee = binv.from_address, binv.to_address
     assert (caller.name, caller.uri.text) == ("User 100", f"sip:100@{REALM}")
     assert callee.uri.text == f"sip:101@{REALM}"
+
+
+def test_a_chinese_display_name_with_quotes_reaches_the_callee_as_written_in_the_portal():
+    s = Scene()
+    data = config_dict()
+    data["users"][0]["display_name"] = '张三 "老板" \\ 总机\r\nX-Injected: 1'
+    s.engine.reload(parse_config(data), T0)
+    s.invite()
+    binv = s.callee_invite()
+    assert binv.from_address.name == '张三 "老板" \\ 总机 X-Injected: 1'
+    assert "X-Injected" not in binv.headers
 
 
 def test_a_linphone_contact_with_a_display_name_and_sip_instance_calls():

@@ -1,6 +1,7 @@
 """The lean SIP parser and writer: strict where RFC 3261 is strict, liberal where it is liberal."""
 
 import contextlib
+import re
 
 import pytest
 from hypothesis import given
@@ -17,6 +18,7 @@ from sipnodes.engine.message import (
     header_key,
     parse,
     parse_addresses,
+    quoted_string,
 )
 
 REGISTER = (
@@ -207,3 +209,11 @@ def test_random_bytes_never_raise_anything_but_a_protocol_error(data):
     for view in ("via", "contact", "from_address", "to_address", "cseq", "max_forwards"):
         with contextlib.suppress(ValueError, KeyError):
             getattr(msg, view)
+
+
+@given(st.text(max_size=40))
+def test_any_display_name_round_trips_through_a_quoted_string(name):
+    header = f"{quoted_string(name)} <sip:100@example.com>;tag=x"
+    address = Address.parse(header)
+    assert address.name == re.sub(r"[\x00-\x1f\x7f]+", " ", name)
+    assert address.uri.text == "sip:100@example.com" and address.tag == "x"
