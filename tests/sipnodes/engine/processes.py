@@ -58,6 +58,25 @@ class WorkerProcess:
         tmp.replace(self.config_path)
 
     def start(self) -> WorkerProcess:
+        """Start and wait for OPTIONS; a port taken since `free_port` picked it gets another."""
+        for _ in range(3):
+            self._spawn()
+            answered = wait_until(lambda: options_ping(self.port) or self._lost_the_port(), 10.0)
+            if answered and not self._lost_the_port():
+                return self
+            if not self._lost_the_port():
+                break
+            self.port = free_port()
+            self.write_config(listen={**self.data["listen"], "sip_port": self.port})
+        self.stop()
+        raise RuntimeError(f"worker did not answer OPTIONS:\n{self.log()}")
+
+    def _lost_the_port(self) -> bool:
+        assert self.proc is not None
+        return self.proc.poll() is not None and "cannot listen" in self.log()[self._log_from :]
+
+    def _spawn(self) -> None:
+        self._log_from = len(self.log())
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
@@ -73,10 +92,6 @@ class WorkerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        if not wait_until(lambda: options_ping(self.port), 10.0):
-            self.stop()
-            raise RuntimeError(f"worker did not answer OPTIONS:\n{self.log()}")
-        return self
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
