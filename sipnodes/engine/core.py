@@ -64,7 +64,12 @@ class Engine:
         self.location = LocationTable(to_wall)
         self.layer = TransactionLayer(self.scheduler, self.outbox)
         self.stopping = False
-        self.overloaded = False  # set by the shell from its socket backlog
+        # The share of new requests served (1.0: all). The shell lowers it while its
+        # socket backlog grows and raises it as the backlog drains; the rest get a
+        # stateless 503 (or 481) that costs almost nothing, so the worker keeps its
+        # time for the work it admitted and goodput stays near the peak.
+        self.admit = 1.0
+        self._admit_credit = 0.0
         self.shed = 0
         self._apply(config)
         self.b2bua = B2BUA(
@@ -97,9 +102,9 @@ class Engine:
         """One message from the network. Bad input is dropped, never raised."""
         if not data.strip(b"\r\n"):
             return  # keepalive (RFC 5626 CRLF ping over UDP)
-        if self.overloaded:
+        if self.admit < 1.0:
             refusal = shed_response(data, RETRY_AFTER)
-            if refusal is not None:
+            if refusal is not None and not self._admitted():
                 self.outbox.append(Send(refusal, peer))
                 self.shed += 1
                 return
@@ -119,6 +124,14 @@ class Engine:
                 self._request(message, peer, now)
         except (ValueError, KeyError, IndexError) as exc:
             log.debug("unusable message from %s:%s: %s", peer.host, peer.port, exc)
+
+    def _admitted(self) -> bool:
+        """Admit new requests evenly at the rate `admit` (not in bursts)."""
+        self._admit_credit += self.admit
+        if self._admit_credit < 1.0:
+            return False
+        self._admit_credit -= 1.0
+        return True
 
     def _request(self, req: Request, peer: Peer, now: float) -> None:
         stamp_via(req, peer)

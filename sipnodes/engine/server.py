@@ -33,12 +33,16 @@ from .transport import Transports
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 3.0  # seconds to wait for BYE answers at SIGTERM
-# Overload: above HIGH bytes queued on the UDP socket (~700 datagrams, ~0.2 s of
-# work) new REGISTER/INVITE without credentials get a stateless 503 until the
-# queue is back under LOW, while handshakes under way complete. Shedding early
-# stops the retransmission storm that makes servers collapse past their peak.
-BACKLOG_HIGH = 1_000_000
-BACKLOG_LOW = 250_000
+# Overload, AIMD on the UDP socket's backlog, re-assessed every ADJUST_EVERY seconds:
+# above HIGH bytes queued (~300 datagrams, ~0.1 s of work) the share of new requests
+# admitted is halved; below LOW it grows back by a step. Handshakes under way are
+# always served. Admitting a steady share rather than all-or-nothing keeps goodput
+# near the peak past it, where on/off shedding either starved or flooded the worker.
+BACKLOG_HIGH = 600_000
+BACKLOG_LOW = 200_000
+ADJUST_EVERY = 0.05
+ADMIT_MIN = 0.02
+ADMIT_STEP = 0.05
 BACKLOG_CHECK_EVERY = 16
 GC_THRESHOLD = 20_000  # gen-0 allocations between collections (default 700)
 RESTORE_TIMEOUT = 3.0
@@ -55,6 +59,7 @@ class Worker:
         self.engine: Engine | None = None
         self.sink: EventSink | None = None
         self._received = 0
+        self._adjusted_at = 0.0
         self.ready = False  # until registrations are restored: a REGISTER must not be undone
         self.loop: asyncio.AbstractEventLoop  # the loop `run` runs in
 
@@ -166,7 +171,7 @@ class Worker:
         if self.engine is None or not self.ready:
             return  # starting: the peer retransmits
         self._received += 1
-        if self.engine.overloaded or self._received % BACKLOG_CHECK_EVERY == 0:
+        if self._received % BACKLOG_CHECK_EVERY == 0:
             self._check_backlog()
         try:
             self.engine.receive(data, peer, self.loop.time())
@@ -175,21 +180,29 @@ class Worker:
         self._flush()
 
     def _check_backlog(self) -> None:
-        assert self.engine is not None
+        engine = self.engine
+        assert engine is not None
+        now = self.loop.time()
+        if now - self._adjusted_at < ADJUST_EVERY:
+            return
+        self._adjusted_at = now
         backlog = self.transports.udp_backlog()
-        if not self.engine.overloaded and backlog > BACKLOG_HIGH:
-            self.engine.overloaded = True
-            log.warning("overloaded (%d bytes queued): refusing new requests with 503", backlog)
-        elif self.engine.overloaded and backlog < BACKLOG_LOW:
-            self.engine.overloaded = False
-            log.warning("load back to normal; %d requests refused so far", self.engine.shed)
+        before = engine.admit
+        if backlog > BACKLOG_HIGH:
+            engine.admit = max(ADMIT_MIN, engine.admit / 2)
+        elif backlog < BACKLOG_LOW:
+            engine.admit = min(1.0, engine.admit + ADMIT_STEP)
+        if before == 1.0 and engine.admit < 1.0:
+            log.warning("overloaded (%d bytes queued): refusing new requests in part", backlog)
+        elif before < 1.0 and engine.admit == 1.0:
+            log.warning("load back to normal; %d requests refused so far", engine.shed)
 
     def _on_timer(self) -> None:
         assert self.engine is not None
         self._timer = None
         self._timer_at = None
-        if self.engine.overloaded:
-            self._check_backlog()  # no traffic may come to clear it
+        if self.engine.admit < 1.0:
+            self._check_backlog()  # no traffic may come to raise it again
         try:
             self.engine.handle_timer(self.loop.time() + 0.001)
         except Exception:

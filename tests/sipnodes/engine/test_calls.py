@@ -457,7 +457,7 @@ def test_overload_sheds_new_requests_but_finishes_work_under_way():
     a = s.a
     a.send(a.request("REGISTER", f"sip:{REALM}"), T0 + 4)
     challenge = a.take()[-1].headers.getlist("WWW-Authenticate")[0]
-    s.engine.overloaded = True
+    s.engine.admit = 0.0  # the shell found the worker overloaded
     a.send(a.request("REGISTER", f"sip:{REALM}"), T0 + 4)
     shed = a.take()[-1]
     assert (shed.code, shed.headers["Retry-After"]) == (503, "5")
@@ -475,6 +475,16 @@ def test_overload_sheds_new_requests_but_finishes_work_under_way():
     assert a.take()[-1].code == 200
     assert s.cdr()["fci"] == "callTag=1;cause=16"
     assert s.engine.shed == 3
+
+
+def test_under_overload_new_requests_are_admitted_evenly_at_the_admitted_share():
+    s = Scene()
+    s.engine.admit = 0.25
+    codes = []
+    for n in range(8):
+        s.a.send(s.a.request("REGISTER", f"sip:{REALM}", call_id=f"reg-{n}"), T0 + 4)
+        codes.append(s.a.take()[-1].code)
+    assert codes == [503, 503, 503, 401] * 2
 
 
 def test_early_media_183_with_sdp_is_relayed():
