@@ -10,6 +10,7 @@ from tenants.forms import MemberPasswordResetForm
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="tenants:server-list"), name="home"),
     path("admin/", admin.site.urls),
+    path("ops/", include("ops.urls")),
     path(
         "accounts/password_reset/",
         auth_views.PasswordResetView.as_view(form_class=MemberPasswordResetForm),

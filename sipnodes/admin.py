@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy
 
 from config.timezones import zoned_datetime
 from sipnodes import selectors, services
-from sipnodes.models import Cdr, LocalUser, PortAllocation, SipHost, VirtualServer
+from sipnodes.models import Cdr, EditionPolicy, LocalUser, PortAllocation, SipHost, VirtualServer
 
 # The server fields an operator edits on its page, besides SYSTEM_SETTINGS.
 CALLBACK_FIELDS = ("callback_app_server_address", "callback_default_caller")
@@ -340,3 +340,11 @@ class CdrAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Cdr | None = None) -> bool:
         return False
+
+
+@admin.register(EditionPolicy)
+class EditionPolicyAdmin(admin.ModelAdmin):
+    """What each edition entitles a server to; the retention task reads it on every run."""
+
+    list_display = ("edition", "cdr_retention_days")
+    list_editable = ("cdr_retention_days",)

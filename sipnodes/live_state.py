@@ -1,4 +1,5 @@
-"""A worker's live state in Redis: what must go when its server goes.
+"""A worker's live state in Redis: what must go when its server goes, and its calls as they
+change, for the live calls page.
 
 The worker keeps its registrations (`sipcloud:vs:<uid>:loc`) and its calls in progress
 (`sipcloud:vs:<uid>:calls`) in Redis so that a restart finds them again. Both are keyed by
@@ -7,15 +8,20 @@ server (and, once it exists, purging one) still removes them, rather than leavin
 their TTL.
 """
 
+import asyncio
 import logging
+import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import redis
+import redis.asyncio
 from django.conf import settings
 from django.db import transaction
 
 from sipnodes.engine.config import uid_before_uids
-from sipnodes.engine.events import live_calls_key
+from sipnodes.engine.events import CallData, Event, MalformedEvent, live_calls_key, live_channel
 from sipnodes.engine.location import location_key
 from sipnodes.models import VirtualServer
 
@@ -46,3 +52,85 @@ def live_state_delete_on_commit(server: VirtualServer) -> None:
     # Read now: a server deleted in the same transaction has no pk by commit time.
     server_uid, server_id = server.uid, server.pk
     transaction.on_commit(lambda: live_state_delete(server_uid=server_uid, server_id=server_id))
+
+
+@dataclass(frozen=True)
+class LiveCall:
+    """A call's last state change as its worker reported it (`ts`: UTC epoch seconds)."""
+
+    call_id: str
+    caller: str
+    callee: str
+    state: str  # initiated, ringing, answered or released
+    ts: float
+
+
+@dataclass(frozen=True)
+class LiveCalls:
+    """The calls in progress now (the worker's calls hash), or the changes since the last
+    `LiveCalls`, oldest first; neither on a quiet heartbeat. `now` is this machine's
+    clock, for elapsed times."""
+
+    now: float
+    calls: list[LiveCall] | None = None
+    changes: list[LiveCall] | None = None
+
+
+MAX_BATCH = 500  # changes sent together at most
+# A viewer gets at most ten messages a second: the changes of a busy server are gathered
+# for up to 0.1 s, so a hundred viewers of it cost the portal a thousand sends a second at
+# most, whatever its call rate (bench/live_view_bench.py); a quiet server's change still
+# goes out the moment it comes.
+MIN_INTERVAL = 0.1
+
+
+def _live_call(text: bytes) -> LiveCall | None:
+    try:
+        event = Event.from_json(text.decode("utf-8", errors="replace"))
+    except MalformedEvent as exc:
+        log.warning("ignoring a malformed live call event: %s", exc)
+        return None
+    data = event.data
+    if not isinstance(data, CallData):
+        return None
+    return LiveCall(data.call_id, data.caller, data.callee, data.state, event.ts)
+
+
+async def live_calls_follow(
+    *, server_uid: uuid.UUID | str, heartbeat: float = 15.0
+) -> AsyncIterator[LiveCalls]:
+    """The server's calls in progress, then its worker's changes as they are published,
+    for as long as the caller iterates; a bare `LiveCalls` after `heartbeat` seconds
+    without news.
+
+    Subscribed before the calls hash is read, so no change falls between the two; a
+    change may come both in the hash and after it (the newer `ts` wins, browser side).
+    Changes that arrive within `MIN_INTERVAL` of the last message, or while the caller
+    was busy, go out together in the next.
+    """
+    client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=5)
+    pubsub = client.pubsub()
+    try:
+        await pubsub.subscribe(live_channel(str(server_uid)))
+        await pubsub.get_message(timeout=5)  # the confirmation: subscribed from here on
+        calls = await client.hgetall(live_calls_key(str(server_uid)))
+        snapshot = [call for value in calls.values() if (call := _live_call(value))]
+        yield LiveCalls(now=time.time(), calls=snapshot)
+        quiet_since = time.monotonic()
+        while True:
+            message = await pubsub.get_message(timeout=heartbeat)
+            changes = []
+            while message is not None and len(changes) < MAX_BATCH:
+                if message["type"] == "message" and (call := _live_call(message["data"])):
+                    changes.append(call)
+                message = await pubsub.get_message(timeout=0)  # already here: same batch
+            if changes:
+                yield LiveCalls(now=time.time(), changes=changes)
+                quiet_since = time.monotonic()
+                await asyncio.sleep(MIN_INTERVAL)  # what comes meanwhile waits for the next
+            elif time.monotonic() - quiet_since >= heartbeat:
+                yield LiveCalls(now=time.time())
+                quiet_since = time.monotonic()
+    finally:
+        await pubsub.aclose()
+        await client.aclose()

@@ -2,8 +2,9 @@ import uuid
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -88,6 +89,15 @@ class SipHost(models.Model):
 
 # The names of a host's port ranges (`SipHost.port_ranges`) in its validation errors.
 PORT_RANGE_NAMES = {"sip": _("SIP"), "callback": _("call-back"), "media": _("media relay")}
+
+
+# A server's last sign of life: its last registration or call, else its creation. Each
+# nullable time is coalesced, as GREATEST ignores NULLs on PostgreSQL but not on SQLite.
+LAST_ACTIVITY = Greatest(
+    "created_at",
+    Coalesce("last_registration_at", "created_at"),
+    Coalesce("last_call_at", "created_at"),
+)
 
 
 class VirtualServer(models.Model):
@@ -219,7 +229,12 @@ class VirtualServer(models.Model):
         verbose_name = _("virtual SIP server")
         verbose_name_plural = _("virtual SIP servers")
         constraints = [
-            models.UniqueConstraint(fields=["host", "sip_port"], name="vs_unique_sip_port"),
+            # A server parked by the zombie purge has given its ports back (port 0).
+            models.UniqueConstraint(
+                fields=["host", "sip_port"],
+                condition=models.Q(sip_port__gt=0),
+                name="vs_unique_sip_port",
+            ),
             models.UniqueConstraint(
                 fields=["host", "callback_port"],
                 condition=models.Q(callback_port__gt=0),
@@ -231,6 +246,8 @@ class VirtualServer(models.Model):
             models.Index(fields=["last_registration_at"], name="vs_last_registration_idx"),
             models.Index(fields=["last_call_at"], name="vs_last_call_idx"),
             models.Index(fields=["created_at"], name="vs_created_idx"),
+            # Its last sign of life (`LAST_ACTIVITY`): the zombie selector's range scan.
+            models.Index(LAST_ACTIVITY, name="vs_last_activity_idx"),
         ]
 
     def __str__(self) -> str:
@@ -359,9 +376,54 @@ class Cdr(models.Model):
         verbose_name = _("CDR")
         verbose_name_plural = _("CDRs")
         indexes = [
-            models.Index(fields=["server", "answered", "-started_at"], name="cdr_server_table_idx"),
+            # The Basic and Failed calls tables: one server's answered or unanswered calls,
+            # newest first, read page by page from a (started_at, id) cursor.
+            models.Index(fields=["server", "answered", "-started_at", "-id"], name="cdr_table_idx"),
+            models.Index(
+                fields=["server", "answered", "cause", "-started_at", "-id"],
+                name="cdr_table_cause_idx",
+            ),
+            # The number filter: caller, dialed or callee.
+            models.Index(
+                fields=["server", "answered", "caller", "-started_at"], name="cdr_caller_idx"
+            ),
+            models.Index(
+                fields=["server", "answered", "dialed", "-started_at"], name="cdr_dialed_idx"
+            ),
+            models.Index(
+                fields=["server", "answered", "callee", "-started_at"], name="cdr_callee_idx"
+            ),
+            # Retention deletes the oldest first.
             models.Index(fields=["started_at"], name="cdr_started_idx"),
         ]
 
     def __str__(self) -> str:
         return f"{self.caller} -> {self.dialed} ({self.fci})"
+
+
+DEFAULT_CDR_RETENTION_DAYS = 7
+
+
+class EditionPolicy(models.Model):
+    """What an edition entitles a server to beyond its client limit; operators edit it.
+
+    An edition without a row gets the defaults.
+    """
+
+    edition = models.PositiveIntegerField(
+        _("edition"), choices=VirtualServer.Edition.choices, unique=True
+    )
+    cdr_retention_days = models.PositiveSmallIntegerField(
+        _("CDR retention (days)"),
+        default=DEFAULT_CDR_RETENTION_DAYS,
+        validators=[MinValueValidator(1), MaxValueValidator(3660)],
+        help_text=_("CDRs older than this are deleted by a periodic task"),
+    )
+
+    class Meta:
+        ordering = ["edition"]
+        verbose_name = _("edition policy")
+        verbose_name_plural = _("edition policies")
+
+    def __str__(self) -> str:
+        return str(self.get_edition_display())

@@ -170,14 +170,41 @@ def restart_server(node: Node, server_id: int) -> None:
 
 
 def remove_server(node: Node, server_id: int) -> None:
-    """Stop and forget a worker whose server was deleted or moved to another host."""
-    _undo(node, server_id)
-    node.supervisor.update()
+    """Stop and forget a worker whose server was deleted or moved to another host; cheap
+    when it is gone already (the zombie purge removed it before deleting the server)."""
+    if _undo(node, server_id) or node.supervisor.info(program_name(server_id)) is not None:
+        node.supervisor.update()
 
 
-def _undo(node: Node, server_id: int) -> None:
+def remove_workers(node: Node, server_ids: list[int]) -> None:
+    """Stop and remove, all at once, the workers of servers held stopped (parked or being
+    purged by the zombie purge), then report each one gone from supervisord as stopped:
+    that report is what lets the purge delete the server. A server that wants to run
+    again by now is left to its own `apply_server`."""
+    held = selectors.host_servers_held_stopped(host_name=node.host_name, server_ids=server_ids)
+    names = [program_name(server_id) for server_id in held]
+    supervisor = node.supervisor
+    try:
+        supervisor.stop_all(names)
+        for server_id in held:
+            _undo(node, server_id)
+        supervisor.update()
+        left = {info.name for info in supervisor.all_info()}
+    except SupervisorUnavailable as exc:
+        services.host_record_seen(host=selectors.host_get(name=node.host_name), detail=str(exc))
+        return
+    services.servers_record_stopped(
+        server_ids=[server_id for server_id in held if program_name(server_id) not in left],
+        detail=f"Stopped and removed from host {node.host_name}: held stopped by the purge.",
+    )
+
+
+def _undo(node: Node, server_id: int) -> bool:
+    """Remove the worker's files; whether there were any."""
+    existed = node.program_path(server_id).exists() or node.config_path(server_id).exists()
     node.program_path(server_id).unlink(missing_ok=True)
     node.config_path(server_id).unlink(missing_ok=True)
+    return existed
 
 
 def report_server(node: Node, server_id: int, info: ProcessInfo | None) -> None:

@@ -26,3 +26,12 @@ def apply_on_commit(server: VirtualServer) -> None:
 
 def restart_on_commit(server: VirtualServer) -> None:
     _send("restart_server", server)
+
+
+def remove_workers_on_commit(host_name: str, server_ids: list[int]) -> None:
+    """Servers held stopped (the zombie purge): their host's agent stops and removes their
+    workers in one go, and reports each as stopped."""
+    ids, queue = list(server_ids), host_queue(host_name)
+    transaction.on_commit(
+        lambda: current_app.send_task("sipnodes.tasks.remove_workers", args=[ids], queue=queue)
+    )

@@ -27,6 +27,15 @@ def host_server_ids(*, host: SipHost) -> set[int]:
     return set(VirtualServer.objects.filter(host=host).values_list("pk", flat=True))
 
 
+def host_servers_held_stopped(*, host_name: str, server_ids: list[int]) -> list[int]:
+    """Of these servers, those on the host that are to stay stopped."""
+    return list(
+        VirtualServer.objects.filter(pk__in=server_ids, host__name=host_name)
+        .exclude(desired_state=VirtualServer.State.RUNNING)
+        .values_list("pk", flat=True)
+    )
+
+
 def server_get(*, server_id: int) -> VirtualServer | None:
     """None when the server was deleted: its agent then removes the worker."""
     return VirtualServer.objects.select_related("host").filter(pk=server_id).first()

@@ -12,7 +12,7 @@ from sipnodes import ports, selectors
 from sipnodes.credentials import digest_ha1, random_sip_password
 from sipnodes.live_state import live_state_delete_on_commit
 from sipnodes.models import FREE_EDITION, LocalUser, PortAllocation, SipHost, VirtualServer
-from sipnodes.provisioning import apply_on_commit, restart_on_commit
+from sipnodes.provisioning import apply_on_commit, remove_workers_on_commit, restart_on_commit
 from sipnodes.selectors import EditionChange
 from tenants.models import Tenant
 
@@ -46,11 +46,8 @@ def _pick_host(edition: int) -> SipHost:
     raise NoHostAvailable("no SIP host has room for a new server; ask an operator to add one")
 
 
-@transaction.atomic
-def server_create(
-    *, tenant: Tenant, name: str, edition: int = FREE_EDITION, hold_for_verification: bool = False
-) -> VirtualServer:
-    host = ports.lock_host(_pick_host(edition).pk)
+def _free_ports(host: SipHost, edition: int) -> tuple[int, int, range]:
+    """A SIP port, a call-back port and a media block free on a host locked by the caller."""
     used = ports.used_ports(host)
     ranges = host.port_ranges()
     try:
@@ -59,6 +56,15 @@ def server_create(
         media = ports.first_free_block(ranges["media"], used, ports.media_block_size(edition))
     except ports.NoPortsAvailable as exc:
         raise NoHostAvailable(str(exc)) from exc
+    return sip_port, callback_port, media
+
+
+@transaction.atomic
+def server_create(
+    *, tenant: Tenant, name: str, edition: int = FREE_EDITION, hold_for_verification: bool = False
+) -> VirtualServer:
+    host = ports.lock_host(_pick_host(edition).pk)
+    sip_port, callback_port, media = _free_ports(host, edition)
     server = VirtualServer.objects.create(
         tenant=tenant,
         name=name,
@@ -221,6 +227,46 @@ def server_delete(*, server: VirtualServer) -> None:
     server.delete()
 
 
+@transaction.atomic
+def servers_remove_workers(*, servers: list[VirtualServer]) -> None:
+    """Hold servers stopped with no worker on their hosts (the zombie purge): each host's
+    agent stops and removes their workers in one go, and reports each as stopped."""
+    VirtualServer.objects.filter(pk__in=[server.pk for server in servers]).update(
+        desired_state=VirtualServer.State.STOPPED, updated_at=timezone.now()
+    )
+    by_host: dict[str, list[int]] = {}
+    for server in servers:
+        by_host.setdefault(server.host.name, []).append(server.pk)
+    for host_name, server_ids in by_host.items():
+        remove_workers_on_commit(host_name, server_ids)
+
+
+@transaction.atomic
+def server_release_ports(*, server: VirtualServer) -> None:
+    """Give a stopped server's ports back to its host; it keeps port 0 until it gets new
+    ones (`server_allocate_ports`)."""
+    PortAllocation.objects.filter(server=server).delete()
+    server.sip_port = server.callback_port = 0
+    server.media_port_first = server.media_port_last = 0
+    server.save(update_fields=["sip_port", "callback_port", "media_port_first", "media_port_last"])
+
+
+@transaction.atomic
+def server_allocate_ports(*, server: VirtualServer, callback: bool) -> VirtualServer:
+    """New ports on the server's host for a server that gave its own back; `callback`: open
+    the call-back port too. The caller starts the worker."""
+    host = ports.lock_host(server.host_id)
+    sip_port, callback_port, media = _free_ports(host, server.edition)
+    server.sip_port, server.callback_port = sip_port, callback_port if callback else 0
+    server.media_port_first, server.media_port_last = media.start, media.stop - 1
+    server.save(update_fields=["sip_port", "callback_port", "media_port_first", "media_port_last"])
+    ports.record_allocation(server, PortAllocation.Purpose.SIP, [sip_port])
+    if callback:
+        ports.record_allocation(server, PortAllocation.Purpose.CALLBACK, [callback_port])
+    ports.record_allocation(server, PortAllocation.Purpose.MEDIA, media)
+    return server
+
+
 def edition_validate(*, edition: int, paid_until: date | None) -> None:
     """A paid edition runs until a date not yet past; the free edition never expires."""
     if edition not in VirtualServer.Edition.values:
@@ -293,6 +339,15 @@ def server_record_worker_state(*, server_id: int, state: str, detail: str) -> No
     """The node agent's report of what supervisord says about the worker."""
     VirtualServer.objects.filter(pk=server_id).update(
         actual_state=state, state_detail=detail, state_checked_at=timezone.now()
+    )
+
+
+def servers_record_stopped(*, server_ids: list[int], detail: str) -> None:
+    """The node agent's report that these servers' workers are gone from their host."""
+    VirtualServer.objects.filter(pk__in=server_ids).update(
+        actual_state=VirtualServer.State.STOPPED,
+        state_detail=detail,
+        state_checked_at=timezone.now(),
     )
 
 

@@ -111,6 +111,10 @@ class Supervisor:
     def stop_workers(self, prefix: str = "vs-", timeout: float = 60.0) -> None:
         """Stop every worker at once; supervisord's own shutdown stops one group per tick."""
         names = [info.name for info in self.all_info() if info.name.startswith(prefix)]
+        self.stop_all(names, timeout)
+
+    def stop_all(self, names: list[str], timeout: float = 60.0) -> None:
+        """Stop these programs at once (each stop waits ~0.8 s when done one by one)."""
         for name in names:
             self._call("stopProcessGroup", name, False)
         deadline = time.monotonic() + timeout

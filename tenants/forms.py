@@ -1,3 +1,4 @@
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from django import forms
@@ -8,6 +9,8 @@ from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
 from config.timezones import is_time_zone, time_zone_names
+from sipnodes.cdr_selectors import CdrFilter
+from sipnodes.cdr_texts import cause_choices
 from sipnodes.models import LocalUser, VirtualServer
 from sipnodes.services import SYSTEM_SETTINGS
 from tenants.models import User
@@ -149,3 +152,43 @@ class MemberPasswordResetForm(PasswordResetForm):
     ) -> None:
         with translation.override(context["user"].language or translation.get_language()):
             super().send_mail(subject_template_name, email_template_name, context, *args, **kwargs)
+
+
+class CdrFilterForm(forms.Form):
+    """The Basic and Failed calls filters; dates are days on the tenant's clock."""
+
+    since = forms.DateField(
+        label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        label=_("To"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    number = forms.RegexField(
+        label=_("Number"),
+        regex=r"^[0-9*#+]*$",
+        max_length=64,
+        required=False,
+        help_text=_("Caller, dialed or callee number, exactly"),
+        error_messages={"invalid": _("Use digits, *, # and + only.")},
+    )
+    cause = forms.TypedChoiceField(label=_("Cause"), required=False, coerce=int, empty_value=None)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["cause"].choices = [("", _("Any cause")), *cause_choices()]
+
+    def cdr_filter(self, zone: tzinfo) -> CdrFilter:
+        """The filter the valid fields ask for; from `since` 00:00 to the end of `until`."""
+        data = self.cleaned_data if self.is_valid() else {}
+
+        def midnight(day: date | None, days_after: int = 0) -> datetime | None:
+            if day is None:
+                return None
+            return datetime.combine(day + timedelta(days=days_after), time(), tzinfo=zone)
+
+        return CdrFilter(
+            since=midnight(data.get("since")),
+            until=midnight(data.get("until"), 1),
+            number=data.get("number") or "",
+            cause=data.get("cause"),
+        )

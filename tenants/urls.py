@@ -18,6 +18,18 @@ urlpatterns = [
         views.server_power,
         name="server-power",
     ),
+    re_path(
+        r"^servers/(?P<pk>[0-9]+)/calls/(?P<kind>basic|failed)/$",
+        views.cdr_table,
+        name="cdr-table",
+    ),
+    re_path(
+        r"^servers/(?P<pk>[0-9]+)/calls/(?P<kind>basic|failed)/export\.csv$",
+        views.cdr_export,
+        name="cdr-export",
+    ),
+    path("servers/<int:pk>/live/", views.live_calls, name="live-calls"),
+    path("servers/<int:pk>/live/events/", views.live_calls_events, name="live-calls-events"),
     path("servers/<int:server_pk>/users/new/", views.local_user_create, name="user-create"),
     path("servers/<int:server_pk>/users/<int:pk>/", views.local_user_edit, name="user-edit"),
     path(

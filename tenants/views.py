@@ -1,29 +1,38 @@
 """Signup portal and tenant admin pages; the work happens in services and selectors."""
 
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.db import connections
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.views import i18n
 from django.views.decorators.http import require_POST, require_safe
 
+from sipnodes import cdr_selectors, live_state
 from sipnodes import selectors as sipnode_selectors
 from sipnodes import services as sipnode_services
 from sipnodes.models import VirtualServer
 from sipnodes.services import NoHostAvailable, PortInUse
-from tenants import selectors, services
+from tenants import exports, selectors, services
 from tenants.forms import (
     AccountForm,
     CallbackSettingsForm,
+    CdrFilterForm,
     LocalUserForm,
     SignupForm,
     SystemSettingsForm,
 )
+from tenants.models import User
 
 
 def signup(request: HttpRequest) -> HttpResponse:
@@ -215,3 +224,116 @@ def account(request: HttpRequest) -> HttpResponse:
     return render(
         request, "tenants/account.html", {"tenant": tenant, "form": form, "can_change": can_change}
     )
+
+
+# The two CDR tables: whether each shows the answered calls or the others.
+CDR_TABLES = {"basic": True, "failed": False}
+
+
+@login_required
+@require_safe
+def cdr_table(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
+    server = selectors.get_member_server(request.user, pk)
+    form = CdrFilterForm(request.GET or None)
+    page = cdr_selectors.cdr_page(
+        server=server,
+        answered=CDR_TABLES[kind],
+        cdr_filter=form.cdr_filter(timezone.get_current_timezone()),
+        after=cdr_selectors.Cursor.parse(request.GET.get("after", "")),
+        before=cdr_selectors.Cursor.parse(request.GET.get("before", "")),
+    )
+    query = request.GET.copy()
+    for name in ("after", "before"):
+        query.pop(name, None)
+    return render(
+        request,
+        "tenants/cdr_table.html",
+        {
+            "server": server,
+            "kind": kind,
+            "form": form,
+            "page": page,
+            "rows": exports.cdr_rows(page.cdrs),
+            "filter_query": query.urlencode(),
+            "zone": timezone.get_current_timezone_name(),
+            "retention_days": cdr_selectors.cdr_retention_days()[server.edition],
+        },
+    )
+
+
+@login_required
+@require_safe
+async def cdr_export(request: HttpRequest, pk: int, kind: str) -> StreamingHttpResponse:
+    """The filtered table as CSV, written while it is read: batches by keyset, never the
+    whole table in memory (served by an ASGI server, as the platform's gunicorn is)."""
+    user = await request.auser()
+    server = await sync_to_async(selectors.get_member_server)(user, pk)
+    form = CdrFilterForm(request.GET or None)
+    zone = timezone.get_current_timezone()
+    rows = exports.cdr_csv(
+        server=server,
+        answered=CDR_TABLES[kind],
+        cdr_filter=form.cdr_filter(zone),
+        zone=zone,
+    )
+    filename = f"{kind}-calls-server{server.pk}-{timezone.localdate(timezone=zone)}.csv"
+    return StreamingHttpResponse(
+        rows,
+        content_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@login_required
+@require_safe
+def live_calls(request: HttpRequest, pk: int) -> HttpResponse:
+    server = selectors.get_member_server(request.user, pk)
+    return render(
+        request,
+        "tenants/live_calls.html",
+        {
+            "server": server,
+            "can_change": selectors.membership(request.user, server).can_change,
+            "showing": server.cdr_realtime_display and server.cdr_failed_calls,
+        },
+    )
+
+
+def _member_server_then_close(user: User, pk: int) -> VirtualServer:
+    """The member's server; the database connection is closed after, as the stream that
+    follows may stay open for hours and must not hold a connection all that time."""
+    try:
+        return selectors.get_member_server(user, pk)
+    finally:
+        for connection in connections.all(initialized_only=True):
+            if not connection.in_atomic_block:  # in tests: the test's own transaction
+                connection.close()
+
+
+@login_required
+@require_safe
+async def live_calls_events(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    """Server-Sent Events: the calls in progress, then each change as the worker publishes
+    it. A browser that reconnects (EventSource does, after `retry` ms) gets the calls in
+    progress again and so catches up."""
+    user = await request.auser()
+    server = await sync_to_async(_member_server_then_close)(user, pk)
+    response = StreamingHttpResponse(
+        _live_events(str(server.uid)), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # a proxy in front must not hold events back
+    return response
+
+
+async def _live_events(server_uid: str) -> AsyncIterator[str]:
+    yield "retry: 1000\n\n"
+    async for update in live_state.live_calls_follow(server_uid=server_uid):
+        if update.calls is not None:
+            data = {"now": update.now, "calls": [dataclasses.asdict(call) for call in update.calls]}
+            yield f"event: snapshot\ndata: {json.dumps(data)}\n\n"
+        elif update.changes is not None:
+            data = {"now": update.now, "calls": [dataclasses.asdict(c) for c in update.changes]}
+            yield f"event: changes\ndata: {json.dumps(data)}\n\n"
+        else:
+            yield ": still here\n\n"

@@ -9,6 +9,7 @@ from django.test import Client
 from sipnodes.models import SipHost
 from tenants.models import User
 from tests.factories import make_member, make_tenant_with_server
+from tests.portal import Portal
 
 
 @pytest.fixture
@@ -61,3 +62,11 @@ def short_tmp() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="sc-", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def portal(transactional_db, tmp_path) -> Iterator[Portal]:
+    """The portal served by gunicorn's ASGI worker, as the platform runs it."""
+    server = Portal(tmp_path)
+    yield server
+    server.stop()

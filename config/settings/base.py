@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.utils.translation import gettext_lazy as _
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -160,7 +161,18 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "lapse-paid-editions": {"task": "sipnodes.tasks.lapse_paid_editions", "schedule": 3600.0},
     "poll-hosts": {"task": "sipnodes.tasks.poll_hosts", "schedule": 15.0},
+    "delete-expired-cdrs": {"task": "sipnodes.tasks.delete_expired_cdrs", "schedule": 600.0},
+    # The zombie purge, daily at 03:30 UTC; its policy (pause switch included) is in /ops/.
+    "purge-zombies": {
+        "task": "ops.tasks.purge_zombies",
+        "schedule": crontab(hour=3, minute=30),
+    },
 }
+# How long the purge waits for a host's agent to report a zombie's worker stopped; a
+# worker not reported stopped by then keeps its server (it is reported, not deleted).
+SIPCLOUD_PURGE_STOP_TIMEOUT = float(os.environ.get("SIPCLOUD_PURGE_STOP_TIMEOUT", "60"))
+# Zombies whose workers the purge stops together (one task per host per batch).
+SIPCLOUD_PURGE_STOP_BATCH = int(os.environ.get("SIPCLOUD_PURGE_STOP_BATCH", "500"))
 
 # This machine as a SIP host: the node agent (Celery worker on queue `host.<name>`) and the
 # host's supervisord keep their files here.
