@@ -37,6 +37,8 @@ BATCH = 500
 RETRY_INTERVAL = 1.0
 # After the first event of a quiet spell, wait this long so that what follows under load
 # goes to Redis in the same round trip (a few ms against the live view's one second).
+# Not when a registration is pending: the phone has its 200 OK, and a worker killed in
+# those milliseconds would come back without the binding.
 GATHER_WINDOW = 0.005
 SOCKET_TIMEOUT = 2.0  # per read or write; then the batch is spooled
 CONNECT_TIMEOUT = 1.0
@@ -204,7 +206,8 @@ class EventSink:
             else:  # retry the spool even when nothing new comes
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), RETRY_INTERVAL)
-            await asyncio.sleep(GATHER_WINDOW)
+            if not self.loc_ops:
+                await asyncio.sleep(GATHER_WINDOW)
             self._wake.clear()
             await self.flush()
 
