@@ -8,7 +8,7 @@ with the failure ratio, retransmissions, worker CPU (% of one core) and RSS.
 A throwaway redis-server on a free loopback port takes the worker's events
 (so the cost of the write-through is included); everything stays on 127.0.0.1.
 
-Same approach as the Kamailio anchor (/work/shared/anchors/run_kamailio_bench.sh):
+Same approach as the team's Kamailio anchor (`run_kamailio_bench.sh`):
 server on core 0, SIPp on core 1, `-r RATE -m RATE*STEP_S`, SIPp's final stat row.
 
     .venv/bin/python bench/engine_sip_bench.py                # both ladders
