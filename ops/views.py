@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from functools import wraps
 
+from django import forms
 from django.contrib import messages
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
@@ -28,6 +29,12 @@ def staff_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+def _report_errors(request: HttpRequest, form: forms.BaseForm) -> None:
+    """A refused form's errors, shown on the purge page it redirects back to."""
+    for error in form.errors.values():
+        messages.error(request, " ".join(error))
 
 
 def _after(request: HttpRequest) -> int | None:
@@ -120,8 +127,7 @@ def policy(request: HttpRequest) -> HttpResponse:
         services.policy_update(operator=request.user, **form.cleaned_data)
         messages.success(request, _("Purge policy saved."))
     else:
-        for error in form.errors.values():
-            messages.error(request, " ".join(error))
+        _report_errors(request, form)
     return redirect("ops:purge")
 
 
@@ -138,8 +144,7 @@ def exemption_add(request: HttpRequest) -> HttpResponse:
         )
         messages.success(request, _("Exemption added."))
     else:
-        for error in form.errors.values():
-            messages.error(request, " ".join(error))
+        _report_errors(request, form)
     return redirect("ops:purge")
 
 

@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+from tests.sipnodes.conftest import node_host, sipp  # noqa: F401 (fixtures for the live calls test)
 from tests.support import require_tool
 
 CHROMIUM_ARGS = [

@@ -5,7 +5,6 @@ Real supervisord, node agent and worker (tests/sipnodes/node_host.py), the porta
 gunicorn's ASGI worker (tests/portal.py), Redis pub/sub between them.
 """
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,7 @@ from sipnodes import services
 from tenants.models import Tenant
 from tests.factories import make_member
 from tests.portal import session_of
-from tests.sipnodes.engine.processes import Sipp
-from tests.sipnodes.node_host import NodeHost, make_node_host
-from tests.support import options_ping, require_tool, wait_until
+from tests.support import options_ping, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -27,21 +24,6 @@ COLOURS = {  # what the page's CSS names: black, blue, red, grey
     "answered": "rgb(255, 0, 0)",
     "released": "rgb(128, 128, 128)",
 }
-
-
-@pytest.fixture
-def node_host(short_tmp: Path) -> Iterator[NodeHost]:
-    host = make_node_host(short_tmp).start()
-    yield host
-    host.stop()
-
-
-@pytest.fixture
-def sipp(tmp_path: Path) -> Iterator[Sipp]:
-    require_tool("sipp", "sip-tester")
-    runner = Sipp(tmp_path)
-    yield runner
-    runner.stop_all()
 
 
 def test_a_real_call_colours_its_row_through_all_four_states(browser, node_host, portal, sipp):
