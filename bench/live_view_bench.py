@@ -8,7 +8,8 @@ agent starts it), the portal under gunicorn's ASGI worker as the platform runs i
    achieved calls/s, failures and the worker's CPU per call, without and with
    `--viewers` Server-Sent Events viewers of the server's live page;
 2. portal: the time to load the server page and the Basic calls page (sequential GETs
-   while the calls run), without and with the viewers;
+   while the calls run), without and with the viewers, and the portal's Redis
+   subscriptions to the server's live channel with the viewers;
 3. latency from a call-state change in the worker (the event's `ts`, the worker's wall
    clock) to the live page in Chromium (a MutationObserver on the row's state), p50 and
    p95 over `--changes` changes (four per call), with the viewers connected;
@@ -228,6 +229,14 @@ class Bench:
             "page_loads": len(times),
         }
 
+    def subscriptions(self) -> int:
+        """The portal's subscriptions to the server's live channel: one per portal worker
+        process that has viewers of it, whatever their number (sipnodes/live_hub.py)."""
+        from sipnodes.engine.events import live_channel
+
+        channel = live_channel(str(self.server.uid))
+        return dict(redis.Redis.from_url(REDIS_URL).pubsub_numsub(channel))[channel.encode()]
+
     def latency(self, changes: int) -> dict[str, float]:
         """Worker state change -> the live page's row in Chromium, over `changes` changes."""
         from playwright.sync_api import sync_playwright
@@ -375,6 +384,7 @@ def main() -> None:
         time.sleep(1)  # the worker binds its ports
         alone = bench.calls(args.rate, args.calls)
         viewers = Viewers(bench, args.viewers)
+        subscriptions = bench.subscriptions()
         watched = bench.calls(args.rate, args.calls)
         latency = bench.latency(args.changes)
         received = viewers.events
@@ -393,6 +403,7 @@ def main() -> None:
     for key in alone:
         print(f"{key:>22} {alone[key]:>16.1f} {watched[key]:>18.1f}")
     print(f"call events the {args.viewers} viewers received: {received}")
+    print(f"Redis subscriptions to the server's live channel with the viewers: {subscriptions}")
     print(
         f"\nlatency worker state change -> Chromium row, {latency['changes']} changes "
         f"(with the viewers): p50 {latency['p50_ms']:.1f} ms, p95 {latency['p95_ms']:.1f} ms, "

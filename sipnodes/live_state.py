@@ -8,12 +8,13 @@ server (and, once it exists, purging one) still removes them, rather than leavin
 their TTL.
 """
 
-import asyncio
+import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import redis
 import redis.asyncio
@@ -23,6 +24,7 @@ from django.db import transaction
 from sipnodes.engine.config import uid_before_uids
 from sipnodes.engine.events import CallData, Event, MalformedEvent, live_calls_key, live_channel
 from sipnodes.engine.location import location_key
+from sipnodes.live_hub import ChannelLost, FellBehind, LiveHub
 from sipnodes.models import VirtualServer
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,13 @@ class LiveCalls:
     calls: list[LiveCall] | None = None
     changes: list[LiveCall] | None = None
 
+    @cached_property
+    def as_json(self) -> str:
+        """What the live page reads: `now` and the calls. Encoded once: every viewer of a
+        server in this process gets the same batch of changes."""
+        calls = self.calls if self.calls is not None else self.changes or []
+        return json.dumps({"now": self.now, "calls": [asdict(call) for call in calls]})
+
 
 MAX_BATCH = 500  # changes sent together at most
 # A viewer gets at most ten messages a second: the changes of a busy server are gathered
@@ -82,6 +91,9 @@ MAX_BATCH = 500  # changes sent together at most
 # most, whatever its call rate (bench/live_view_bench.py); a quiet server's change still
 # goes out the moment it comes.
 MIN_INTERVAL = 0.1
+# Batches a viewer may lag behind (ten seconds' worth) before it is sent the calls in
+# progress again instead: a stalled connection does not grow the portal's memory.
+BACKLOG = 100
 
 
 def _live_call(text: bytes) -> LiveCall | None:
@@ -96,41 +108,43 @@ def _live_call(text: bytes) -> LiveCall | None:
     return LiveCall(data.call_id, data.caller, data.callee, data.state, event.ts)
 
 
+def _changes(messages: list[bytes]) -> LiveCalls | None:
+    changes = [call for text in messages if (call := _live_call(text))]
+    return LiveCalls(now=time.time(), changes=changes) if changes else None
+
+
+_hub = LiveHub(_changes, min_interval=MIN_INTERVAL, max_batch=MAX_BATCH, backlog=BACKLOG)
+
+
+async def _calls_in_progress(server_uid: str) -> LiveCalls:
+    client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=5)
+    async with client:  # closed at once: a stream holds no connection of its own
+        values = await client.hgetall(live_calls_key(server_uid))
+    return LiveCalls(now=time.time(), calls=[c for v in values.values() if (c := _live_call(v))])
+
+
 async def live_calls_follow(
     *, server_uid: uuid.UUID | str, heartbeat: float = 15.0
 ) -> AsyncIterator[LiveCalls]:
     """The server's calls in progress, then its worker's changes as they are published,
     for as long as the caller iterates; a bare `LiveCalls` after `heartbeat` seconds
-    without news.
+    without news. Ends if Redis is lost (a browser reconnects and catches up).
 
     Subscribed before the calls hash is read, so no change falls between the two; a
     change may come both in the hash and after it (the newer `ts` wins, browser side).
-    Changes that arrive within `MIN_INTERVAL` of the last message, or while the caller
-    was busy, go out together in the next.
+    The subscription is this process's one for the server (`LiveHub`): changes that come
+    within `MIN_INTERVAL` of the last batch go out together in the next; a caller that
+    falls behind, or misses changes while Redis reconnects, gets the calls in progress again.
     """
-    client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=5)
-    pubsub = client.pubsub()
+    uid = str(server_uid)
     try:
-        await pubsub.subscribe(live_channel(str(server_uid)))
-        await pubsub.get_message(timeout=5)  # the confirmation: subscribed from here on
-        calls = await client.hgetall(live_calls_key(str(server_uid)))
-        snapshot = [call for value in calls.values() if (call := _live_call(value))]
-        yield LiveCalls(now=time.time(), calls=snapshot)
-        quiet_since = time.monotonic()
-        while True:
-            message = await pubsub.get_message(timeout=heartbeat)
-            changes = []
-            while message is not None and len(changes) < MAX_BATCH:
-                if message["type"] == "message" and (call := _live_call(message["data"])):
-                    changes.append(call)
-                message = await pubsub.get_message(timeout=0)  # already here: same batch
-            if changes:
-                yield LiveCalls(now=time.time(), changes=changes)
-                quiet_since = time.monotonic()
-                await asyncio.sleep(MIN_INTERVAL)  # what comes meanwhile waits for the next
-            elif time.monotonic() - quiet_since >= heartbeat:
-                yield LiveCalls(now=time.time())
-                quiet_since = time.monotonic()
-    finally:
-        await pubsub.aclose()
-        await client.aclose()
+        async with _hub.subscribe(live_channel(uid)) as viewer:
+            yield await _calls_in_progress(uid)
+            while True:
+                try:
+                    update = await viewer.get(timeout=heartbeat)
+                except FellBehind:
+                    update = await _calls_in_progress(uid)
+                yield update if update is not None else LiveCalls(now=time.time())
+    except ChannelLost:
+        return  # the hub logged it, once for all its viewers

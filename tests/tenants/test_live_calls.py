@@ -7,15 +7,18 @@ import time
 
 import psycopg
 import pytest
+import redis
 from django.conf import settings
 from django.urls import reverse
 
-from sipnodes.engine.events import CallData, make_event
+from sipnodes.engine.events import CallData, live_channel, make_event
 from sipnodes.engine.eventsink import EventSink, RedisConnection
 from sipnodes.models import VirtualServer
 from tests.factories import make_member, make_tenant_with_server
 from tests.portal import EventStream, session_of
 from tests.sipnodes.node_host import EVENTS_REDIS_URL, database_url
+from tests.sipnodes.test_live_hub import kill_live_subscriptions
+from tests.support import wait_until
 
 
 def page(client, server) -> str:
@@ -153,3 +156,70 @@ def test_open_streams_hold_no_database_connection_and_others_are_refused(portal,
     anonymous = EventStream(portal, events_path(acme.server), "")
     assert anonymous.status == 302  # to the login page
     assert portal.get(f"/servers/{acme.server.pk}/live/events/", session="nonsense")[0] == 302
+
+
+def subscriptions(server) -> int:
+    """The Redis subscriptions to the server's live channel, whoever holds them."""
+    client = redis.Redis.from_url(EVENTS_REDIS_URL)
+    try:
+        channel = live_channel(str(server.uid))
+        return dict(client.pubsub_numsub(channel))[channel.encode()]
+    finally:
+        client.close()
+
+
+def states(event: dict) -> set[tuple[str, str]]:
+    return {(call["call_id"], call["state"]) for call in event["calls"]}
+
+
+@pytest.mark.e2e
+def test_viewers_share_one_subscription_all_get_each_change_and_the_last_one_ends_it(
+    portal, tmp_path, host
+):
+    acme = make_tenant_with_server("Acme")
+    session = session_of(make_member(acme.tenant, "viewer"))
+    worker = Worker(acme.server, tmp_path)
+
+    streams = [EventStream(portal, events_path(acme.server), session) for _ in range(5)]
+    for stream in streams:
+        assert stream.next_event()[0] == "snapshot"
+    assert subscriptions(acme.server) == 1  # one portal process: one subscription
+
+    worker.calls(("a@1", "initiated"), ("a@1", "ringing"))
+    for stream in streams:
+        name, change = stream.next_event()
+        assert name == "changes"
+        assert [(c["call_id"], c["state"]) for c in change["calls"]] == [
+            ("a@1", "initiated"),
+            ("a@1", "ringing"),
+        ]
+
+    for stream in streams:
+        stream.close()
+    assert wait_until(lambda: subscriptions(acme.server) == 0, 5)
+
+
+@pytest.mark.e2e
+def test_after_the_portals_subscription_drops_the_page_gets_the_calls_in_progress_again(
+    portal, tmp_path, host
+):
+    """Redis keeps nothing published while the subscription is away: rather than miss a
+    change, the open page is sent the calls in progress again, on the same connection."""
+    acme = make_tenant_with_server("Acme")
+    session = session_of(make_member(acme.tenant, "viewer"))
+    worker = Worker(acme.server, tmp_path)
+    stream = EventStream(portal, events_path(acme.server), session)
+    name, snapshot = stream.next_event()
+    assert name == "snapshot" and snapshot["calls"] == []
+    worker.calls(("a@1", "initiated"))
+    assert states(stream.next_event()[1]) == {("a@1", "initiated")}
+
+    [pid] = portal.worker_pids()
+    assert kill_live_subscriptions(pid) == 1
+    name, snapshot = stream.next_event()
+    assert name == "snapshot" and states(snapshot) == {("a@1", "initiated")}
+
+    worker.calls(("a@1", "answered"))
+    name, change = stream.next_event()
+    assert name == "changes" and states(change) == {("a@1", "answered")}
+    stream.close()
