@@ -15,3 +15,8 @@ def digest_ha1(username: str, realm: str, password: str) -> tuple[str, str]:
 def random_sip_password(length: int = 12) -> str:
     """A password a person can type into a phone's keypad menu without ambiguous characters."""
     return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+
+
+def new_callback_secret() -> str:
+    """A call-back shared secret: 256 random bits as 64 hex digits, easy to paste anywhere."""
+    return secrets.token_hex(32)

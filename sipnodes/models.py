@@ -2,7 +2,12 @@ import uuid
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import (
+    MaxValueValidator,
+    MinValueValidator,
+    RegexValidator,
+    validate_ipv46_address,
+)
 from django.db import models
 from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
@@ -17,6 +22,15 @@ FREE_EDITION = 5
 
 digits = RegexValidator(r"^[0-9]+$", _("Use digits only."))
 optional_digits = RegexValidator(r"^[0-9]*$", _("Use digits only."))
+# The call-back shared secret, as the worker takes it (sipnodes/engine/config.py).
+callback_secret_format = RegexValidator(
+    r"^[!-~]{16,128}$",
+    _("Use 16 to 128 letters, digits or punctuation marks, without spaces."),
+)
+# A code starts with * or #, so that it is never taken for a number (numbers are digits).
+feature_code_chars = RegexValidator(
+    r"^[*#][0-9*#]*$", _("Start with * or #, then use digits, * and # only.")
+)
 
 
 class SipHost(models.Model):
@@ -193,10 +207,23 @@ class VirtualServer(models.Model):
 
     # Call-back (IIF) service.
     callback_app_server_address = models.CharField(
-        _("application server address"), max_length=255, default="127.0.0.1", blank=True
+        _("application server address"),
+        max_length=255,
+        default="127.0.0.1",
+        blank=True,
+        validators=[validate_ipv46_address],
     )
     callback_default_caller = models.CharField(
         _("default caller number"), max_length=32, blank=True, validators=[optional_digits]
+    )
+    # Signs call-back requests (HMAC-SHA256, docs/callback.md); blank: not required. Never
+    # shown again once saved, never logged; rendered only into the worker's config file.
+    callback_secret = models.CharField(
+        _("call-back shared secret"),
+        max_length=128,
+        blank=True,
+        default="",
+        validators=[callback_secret_format],
     )
 
     desired_state = models.CharField(
@@ -299,6 +326,13 @@ class PortAllocation(models.Model):
         return f"{self.host}:{self.port} ({self.purpose})"
 
 
+NO_ANSWER_SECONDS = range(5, 301)
+PICKUP_GROUPS = range(0, 100)  # 0: in no pickup group
+# The four reasons a call is forwarded: `LocalUser.forward_<condition>`, the engine's
+# `Forwarding.<condition>`.
+FORWARD_CONDITIONS = ("unconditional", "busy", "no_answer", "unreachable")
+
+
 class LocalUser(models.Model):
     """A SIP account on a virtual server; only digest HA1 values are kept, never the password."""
 
@@ -318,6 +352,47 @@ class LocalUser(models.Model):
         validators=[MaxValueValidator(9)],
         help_text=_("Dial-plan rules may require a minimum call level (0-9)"),
     )
+
+    # Call settings (docs/pbx-features.md); the user changes DND and forwarding from the
+    # phone too, with feature codes: ingest brings those changes back here.
+    dnd = models.BooleanField(
+        _("do not disturb"),
+        default=False,
+        help_text=_(
+            "The user's phones do not ring; callers hear busy, or go to the busy forwarding number"
+        ),
+    )
+    forward_unconditional = models.CharField(
+        _("forward all calls to"), max_length=32, blank=True, validators=[optional_digits]
+    )
+    forward_busy = models.CharField(
+        _("forward when busy to"), max_length=32, blank=True, validators=[optional_digits]
+    )
+    forward_no_answer = models.CharField(
+        _("forward when not answered to"), max_length=32, blank=True, validators=[optional_digits]
+    )
+    forward_unreachable = models.CharField(
+        _("forward when unreachable to"), max_length=32, blank=True, validators=[optional_digits]
+    )
+    no_answer_seconds = models.PositiveSmallIntegerField(
+        _("ring time (seconds)"),
+        default=20,
+        validators=[
+            MinValueValidator(NO_ANSWER_SECONDS.start),
+            MaxValueValidator(NO_ANSWER_SECONDS[-1]),
+        ],
+        help_text=_("How long the user's phones ring before a call counts as not answered"),
+    )
+    pickup_group = models.PositiveSmallIntegerField(
+        _("pickup group"),
+        default=0,
+        validators=[MaxValueValidator(PICKUP_GROUPS[-1])],
+        help_text=_("Users of one group (1-99) may answer each other's ringing calls; 0: none"),
+    )
+    # When DND or forwarding last changed, from the portal or from a phone: the newer wins.
+    call_settings_changed = models.DateTimeField(
+        _("call settings changed at"), null=True, blank=True, editable=False
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -330,10 +405,176 @@ class LocalUser(models.Model):
             models.CheckConstraint(
                 condition=models.Q(call_level__lte=9), name="localuser_call_level_0_9"
             ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    no_answer_seconds__gte=NO_ANSWER_SECONDS.start,
+                    no_answer_seconds__lte=NO_ANSWER_SECONDS[-1],
+                ),
+                name="localuser_no_answer_seconds_range",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(pickup_group__lte=PICKUP_GROUPS[-1]),
+                name="localuser_pickup_group_0_99",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.number
+
+    @property
+    def forwarding(self) -> dict[str, str]:
+        """The forwarding targets that are set, by condition (the engine's `Forwarding`)."""
+        return {
+            condition: target
+            for condition in FORWARD_CONDITIONS
+            if (target := getattr(self, f"forward_{condition}"))
+        }
+
+
+RING_SECONDS = range(5, 301)
+HUNT_TIMEOUT_SECONDS = range(5, 3601)
+
+
+class HuntGroup(models.Model):
+    """A number of a virtual server that rings a list of its local users.
+
+    Users and hunt groups share the server's numbers: a number is one or the other.
+    """
+
+    class Mode(models.TextChoices):
+        """The engine's `HUNT_MODES`, with what each does in words."""
+
+        SIMULTANEOUS = "simultaneous", _("Simultaneous: all members ring at once")
+        SEQUENTIAL = "sequential", _("Sequential: members ring one by one, first to last")
+        ROUND_ROBIN = (
+            "round_robin",
+            _("Round robin: one by one, each call starting one member further down the list"),
+        )
+
+    server = models.ForeignKey(
+        VirtualServer,
+        on_delete=models.CASCADE,
+        related_name="hunt_groups",
+        verbose_name=_("virtual SIP server"),
+    )
+    number = models.CharField(_("number"), max_length=32, validators=[digits])
+    name = models.CharField(_("name"), max_length=80)
+    mode = models.CharField(
+        _("mode"), max_length=16, choices=Mode.choices, default=Mode.SIMULTANEOUS
+    )
+    ring_seconds = models.PositiveSmallIntegerField(
+        _("ring time per member (seconds)"),
+        default=15,
+        validators=[MinValueValidator(RING_SECONDS.start), MaxValueValidator(RING_SECONDS[-1])],
+        help_text=_("Sequential and round robin: how long each member rings before the next"),
+    )
+    timeout = models.PositiveSmallIntegerField(
+        _("group timeout (seconds)"),
+        default=60,
+        validators=[
+            MinValueValidator(HUNT_TIMEOUT_SECONDS.start),
+            MaxValueValidator(HUNT_TIMEOUT_SECONDS[-1]),
+        ],
+        help_text=_("After this long unanswered, the call goes to the overflow number"),
+    )
+    overflow = models.CharField(
+        _("overflow number"),
+        max_length=32,
+        blank=True,
+        validators=[optional_digits],
+        help_text=_("Where unanswered calls go; empty: the caller hears that nobody answered"),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        ordering = ["server", "number"]
+        verbose_name = _("hunt group")
+        verbose_name_plural = _("hunt groups")
+        constraints = [
+            models.UniqueConstraint(fields=["server", "number"], name="huntgroup_unique_number"),
+            models.CheckConstraint(
+                condition=models.Q(
+                    ring_seconds__gte=RING_SECONDS.start, ring_seconds__lte=RING_SECONDS[-1]
+                ),
+                name="huntgroup_ring_seconds_range",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    timeout__gte=HUNT_TIMEOUT_SECONDS.start,
+                    timeout__lte=HUNT_TIMEOUT_SECONDS[-1],
+                ),
+                name="huntgroup_timeout_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.name}"
+
+
+class HuntGroupMember(models.Model):
+    """One local user in a hunt group, at its place in the ring order (0 first)."""
+
+    group = models.ForeignKey(
+        HuntGroup, on_delete=models.CASCADE, related_name="members", verbose_name=_("hunt group")
+    )
+    user = models.ForeignKey(
+        LocalUser,
+        on_delete=models.CASCADE,
+        related_name="hunt_group_memberships",
+        verbose_name=_("local user"),
+    )
+    position = models.PositiveSmallIntegerField(_("position"))
+
+    class Meta:
+        ordering = ["group", "position"]
+        verbose_name = _("hunt group member")
+        verbose_name_plural = _("hunt group members")
+        constraints = [
+            models.UniqueConstraint(fields=["group", "user"], name="huntgroupmember_unique_user"),
+            models.UniqueConstraint(
+                fields=["group", "position"], name="huntgroupmember_unique_position"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.group.number}: {self.user.number}"
+
+
+class FeatureCode(models.Model):
+    """A server's own code for one feature, where it differs from the engine's default.
+
+    One row per renamed feature, not a copy of every code: the defaults stay in one place
+    (`sipnodes.engine.config.FeatureCodes`), so a feature the server never renamed follows
+    the engine's default, and a new feature needs no migration. Rows rather than a JSON
+    field, so the database itself keeps one code per feature and no two renamed features
+    on one code; a clash with another feature's default is refused by the service.
+    """
+
+    server = models.ForeignKey(
+        VirtualServer,
+        on_delete=models.CASCADE,
+        related_name="feature_codes",
+        verbose_name=_("virtual SIP server"),
+    )
+    # One of the engine's `FEATURES` (checked by the service, not by choices: a feature the
+    # engine adds needs no migration).
+    feature = models.CharField(_("feature"), max_length=32)
+    code = models.CharField(_("code"), max_length=16, validators=[feature_code_chars])
+
+    class Meta:
+        ordering = ["server", "feature"]
+        verbose_name = _("feature code")
+        verbose_name_plural = _("feature codes")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "feature"], name="featurecode_one_per_feature"
+            ),
+            models.UniqueConstraint(fields=["server", "code"], name="featurecode_unique_code"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.feature}={self.code}"
 
 
 class Cdr(models.Model):

@@ -3,14 +3,21 @@
 This is the only place where the control plane's names meet the engine's schema.
 """
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from sipnodes.models import VirtualServer
+from sipnodes.features_selectors import (
+    hunt_group_member_numbers,
+    server_feature_codes,
+    server_hunt_groups,
+)
+from sipnodes.models import LocalUser, VirtualServer
 from sipnodes.selectors import server_local_users
 
 # The sockets a worker binds when it starts: a change to one of them needs a restart.
-BOUND_AT_START = ("address", "sip_port", "callback_port")
+# The call-back port is not among them: the worker re-binds it at a reload (SIGHUP).
+BOUND_AT_START = ("address", "sip_port")
 
 # The engine's `auth.algorithms`: the challenges sent, in this order, and the only
 # algorithms whose answers are taken. SHA-256 first when both (RFC 8760: most preferred first).
@@ -52,29 +59,55 @@ def render_runtime_config(
         },
         "call_limits": {"no_answer_timeout": 60, "max_call_duration": 0},
         "auth": {"algorithms": list(DIGEST_ALGORITHMS[server.digest_algorithms])},
-        "users": [
+        "users": [_user(user) for user in users],
+        "hunt_groups": [
             {
-                "number": user.number,
-                "display_name": user.display_name,
-                "ha1_md5": user.ha1_md5,
-                "ha1_sha256": user.ha1_sha256,
-                "call_level": user.call_level,
+                "number": group.number,
+                "name": group.name,
+                "mode": group.mode,
+                "members": hunt_group_member_numbers(group=group),
+                "ring_seconds": group.ring_seconds,
+                "timeout": group.timeout,
+                "overflow": group.overflow,
             }
-            for user in users
+            for group in server_hunt_groups(server=server)
         ],
+        "feature_codes": dataclasses.asdict(server_feature_codes(server=server)),
         "dial_plan": [],
         "callback": {
             "app_server_address": server.callback_app_server_address,
             "port": server.callback_port,
             "default_caller": server.callback_default_caller,
-            "secret": "",
+            "secret": server.callback_secret,
         },
     }
 
 
+def _user(user: LocalUser) -> dict[str, Any]:
+    changed = user.call_settings_changed
+    return {
+        "number": user.number,
+        "display_name": user.display_name,
+        "ha1_md5": user.ha1_md5,
+        "ha1_sha256": user.ha1_sha256,
+        "call_level": user.call_level,
+        "dnd": user.dnd,
+        "forwarding": {
+            "unconditional": user.forward_unconditional,
+            "busy": user.forward_busy,
+            "no_answer": user.forward_no_answer,
+            "unreachable": user.forward_unreachable,
+            "no_answer_seconds": user.no_answer_seconds,
+        },
+        "pickup_group": user.pickup_group,
+        # The worker keeps a phone's change newer than this over the config's.
+        "settings_changed": changed.timestamp() if changed is not None else 0.0,
+    }
+
+
 def needs_restart(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
-    """Only the SIP and call-back sockets are bound at start; every other setting, an
-    edition's client limit and media block included, reaches the worker by SIGHUP."""
+    """Only the SIP sockets are bound at start; every other setting, the call-back port,
+    an edition's client limit and media block included, reaches the worker by SIGHUP."""
     if old is None:
         return True
     return any(old["listen"].get(key) != new["listen"][key] for key in BOUND_AT_START)

@@ -4,14 +4,22 @@ import secrets
 from dataclasses import dataclass
 from datetime import date
 
+from django.core.validators import validate_ipv46_address
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from sipnodes import ports, selectors
+from sipnodes import features_services, ports, selectors
 from sipnodes.credentials import digest_ha1, random_sip_password
 from sipnodes.live_state import live_state_delete_on_commit
-from sipnodes.models import FREE_EDITION, LocalUser, PortAllocation, SipHost, VirtualServer
+from sipnodes.models import (
+    FREE_EDITION,
+    LocalUser,
+    PortAllocation,
+    SipHost,
+    VirtualServer,
+    callback_secret_format,
+)
 from sipnodes.provisioning import apply_on_commit, remove_workers_on_commit, restart_on_commit
 from sipnodes.selectors import EditionChange
 from tenants.models import Tenant
@@ -95,6 +103,8 @@ def _set_password(user: LocalUser, password: str) -> None:
 def local_user_create(
     *, server: VirtualServer, number: str, display_name: str = "", call_level: int = 1
 ) -> tuple[LocalUser, IssuedPassword]:
+    features_services.lock_numbers(server)
+    features_services.number_must_be_free(server=server, number=number)
     password = random_sip_password()
     user = LocalUser(server=server, number=number, display_name=display_name, call_level=call_level)
     _set_password(user, password)
@@ -164,9 +174,22 @@ def server_update_settings(*, server: VirtualServer, **values: object) -> Virtua
 
 @transaction.atomic
 def server_update_callback(
-    *, server: VirtualServer, app_server_address: str, port: int, default_caller: str
+    *,
+    server: VirtualServer,
+    app_server_address: str,
+    port: int,
+    default_caller: str,
+    secret: str | None = None,
 ) -> VirtualServer:
-    """Port 0 closes the call-back service; another port must be free in the host's range."""
+    """Port 0 closes the call-back service; another port must be free in the host's range.
+
+    `secret`: None keeps the shared secret, "" removes it. The worker takes all of it,
+    a new port included, by a reload: calls in progress go on.
+    """
+    if app_server_address:
+        validate_ipv46_address(app_server_address)  # the worker compares sources with it
+    if secret:
+        callback_secret_format(secret)
     if port != server.callback_port:
         host = ports.lock_host(server.host_id)
         if port and port not in host.port_ranges()["callback"]:
@@ -189,11 +212,14 @@ def server_update_callback(
     server.callback_app_server_address = app_server_address
     server.callback_port = port
     server.callback_default_caller = default_caller
+    if secret is not None:
+        server.callback_secret = secret
     server.save(
         update_fields=[
             "callback_app_server_address",
             "callback_port",
             "callback_default_caller",
+            "callback_secret",
             "updated_at",
         ]
     )

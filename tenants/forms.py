@@ -1,3 +1,4 @@
+import re
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
@@ -11,7 +12,22 @@ from django.utils.translation import gettext_lazy as _
 from config.timezones import is_time_zone, time_zone_names
 from sipnodes.cdr_selectors import CdrFilter
 from sipnodes.cdr_texts import cause_choices
-from sipnodes.models import LocalUser, VirtualServer
+from sipnodes.engine.config import FEATURES, FeatureCodes
+from sipnodes.feature_texts import FEATURE_TEXTS
+from sipnodes.features_selectors import hunt_group_member_numbers, number_holder
+from sipnodes.features_services import CALL_SETTINGS
+from sipnodes.models import (
+    HUNT_TIMEOUT_SECONDS,
+    NO_ANSWER_SECONDS,
+    PICKUP_GROUPS,
+    RING_SECONDS,
+    HuntGroup,
+    LocalUser,
+    VirtualServer,
+    callback_secret_format,
+    feature_code_chars,
+)
+from sipnodes.selectors import server_local_users
 from sipnodes.services import SYSTEM_SETTINGS
 from tenants.models import User
 
@@ -91,9 +107,13 @@ class SystemSettingsForm(forms.ModelForm):
 
 
 class CallbackSettingsForm(forms.Form):
-    app_server_address = forms.CharField(
+    """The call-back settings. The shared secret is never shown: it is kept, generated,
+    replaced by a pasted one or removed (`secret_action`)."""
+
+    KEEP, GENERATE, PASTE, CLEAR = "keep", "generate", "paste", "clear"
+
+    app_server_address = forms.GenericIPAddressField(
         label=_("Application server address"),
-        max_length=255,
         required=False,
         help_text=_(
             "Only call-back requests from this address are accepted. Leave it blank only if "
@@ -114,6 +134,43 @@ class CallbackSettingsForm(forms.Form):
         error_messages={"invalid": _("Use digits only.")},
         help_text=_("Shown to the first callee when the request names no caller."),
     )
+    secret_action = forms.ChoiceField(
+        label=_("Shared secret"),
+        widget=forms.RadioSelect,
+        required=False,
+        help_text=_(
+            "With a secret, the application server signs every request with it, so that "
+            "nobody else can make your server place calls, even from its address."
+        ),
+    )
+    new_secret = forms.CharField(
+        label=_("Secret to use"),
+        required=False,
+        max_length=128,
+        validators=[callback_secret_format],
+        # Never rendered back, not even after an error in another field.
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+        help_text=_("16 to 128 letters, digits or punctuation marks, without spaces."),
+    )
+
+    def __init__(self, *args: Any, has_secret: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        keep = _("Keep the current secret") if has_secret else _("No secret")
+        choices = [
+            (self.KEEP, keep),
+            (self.GENERATE, _("Generate a new secret")),
+            (self.PASTE, _("Use the secret entered below")),
+        ]
+        if has_secret:
+            choices.append((self.CLEAR, _("Remove the secret")))
+        self.fields["secret_action"].choices = choices
+        self.fields["secret_action"].initial = self.KEEP
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if cleaned.get("secret_action") == self.PASTE and not cleaned.get("new_secret"):
+            self.add_error("new_secret", _("Enter the secret to use, or choose another option."))
+        return cleaned
 
 
 class LocalUserForm(forms.ModelForm):
@@ -129,14 +186,120 @@ class LocalUserForm(forms.ModelForm):
 
     def clean_number(self) -> str:
         number = self.cleaned_data["number"]
-        taken = LocalUser.objects.filter(server=self.server, number=number)
-        if self.instance.pk:
-            taken = taken.exclude(pk=self.instance.pk)
-        if taken.exists():
+        holder = number_holder(
+            server=self.server,
+            number=number,
+            except_user=self.instance if self.instance.pk else None,
+        )
+        if isinstance(holder, LocalUser):
             raise forms.ValidationError(
                 _("User %(number)s already exists on this server."), params={"number": number}
             )
+        if isinstance(holder, HuntGroup):
+            raise forms.ValidationError(
+                _("%(number)s is already the number of hunt group %(name)s."),
+                params={"number": number, "name": holder.name},
+            )
         return number
+
+
+def _bounds(values: range) -> dict[str, int]:
+    """The browser's own check of a number field, as the model's validators check it."""
+    return {"min": values.start, "max": values[-1]}
+
+
+class CallSettingsForm(forms.ModelForm):
+    """A user's DND, forwarding and pickup group; the phone changes some of them too."""
+
+    # When the settings shown were last changed: saving over a newer change is refused.
+    seen_changed = forms.CharField(widget=forms.HiddenInput, required=False)
+
+    class Meta:
+        model = LocalUser
+        fields = list(CALL_SETTINGS)
+        help_texts = {
+            "forward_unconditional": _("Every call goes there; the user's phones do not ring."),
+            "forward_busy": _("When the user is on a call, or on do not disturb."),
+            "forward_no_answer": _("When the user's phones ring for the ring time unanswered."),
+            "forward_unreachable": _("When no phone of the user is registered or responds."),
+        }
+        widgets = {
+            "no_answer_seconds": forms.NumberInput(attrs=_bounds(NO_ANSWER_SECONDS)),
+            "pickup_group": forms.NumberInput(attrs=_bounds(PICKUP_GROUPS)),
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        changed = self.instance.call_settings_changed
+        self.fields["seen_changed"].initial = changed.isoformat() if changed else ""
+
+    def clean_seen_changed(self) -> datetime | None:
+        value = self.cleaned_data["seen_changed"]
+        try:
+            return datetime.fromisoformat(value) if value else None
+        except ValueError:
+            raise forms.ValidationError(_("Open the page again and save from there.")) from None
+
+
+MEMBER_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+class HuntGroupForm(forms.ModelForm):
+    """A hunt group and its members, typed as numbers in ring order: only this server's
+    local users can be named, so no other server's user can be posted."""
+
+    members = forms.CharField(
+        label=_("Members, in ring order"),
+        help_text=_("Numbers of this server's local users, separated by spaces or commas."),
+    )
+
+    class Meta:
+        model = HuntGroup
+        fields = ["number", "name", "mode", "members", "ring_seconds", "timeout", "overflow"]
+        widgets = {
+            "mode": forms.RadioSelect,
+            "ring_seconds": forms.NumberInput(attrs=_bounds(RING_SECONDS)),
+            "timeout": forms.NumberInput(attrs=_bounds(HUNT_TIMEOUT_SECONDS)),
+        }
+
+    def __init__(self, *args: Any, server: VirtualServer, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.instance.server = server
+        self.users = {user.number: user for user in server_local_users(server=server)}
+        if self.instance.pk:
+            self.fields["members"].initial = " ".join(
+                hunt_group_member_numbers(group=self.instance)
+            )
+
+    def clean_members(self) -> list[LocalUser]:
+        numbers = [n for n in MEMBER_SEPARATORS.split(self.cleaned_data["members"]) if n]
+        unknown = [n for n in numbers if n not in self.users]
+        if unknown:
+            raise forms.ValidationError(
+                _("This server has no local user %(numbers)s."),
+                params={"numbers": ", ".join(unknown)},
+            )
+        twice = sorted({n for n in numbers if numbers.count(n) > 1})
+        if twice:
+            raise forms.ValidationError(
+                _("Each member may be listed once: %(numbers)s is listed more than once."),
+                params={"numbers": ", ".join(twice)},
+            )
+        return [self.users[n] for n in numbers]
+
+
+class FeatureCodesForm(forms.Form):
+    """The server's code for every feature, prefilled with the codes in force."""
+
+    def __init__(self, *args: Any, codes: FeatureCodes, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for feature in FEATURES:
+            self.fields[feature] = forms.CharField(
+                label=FEATURE_TEXTS[feature][0],
+                max_length=16,
+                initial=getattr(codes, feature),
+                validators=[feature_code_chars],
+            )
 
 
 class MemberPasswordResetForm(PasswordResetForm):

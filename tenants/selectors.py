@@ -5,11 +5,11 @@ without the right to change gets 403.
 """
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
-from sipnodes.models import LocalUser, VirtualServer
+from sipnodes.models import HuntGroup, HuntGroupMember, LocalUser, VirtualServer
 from tenants.models import Membership, Tenant, User
 
 
@@ -56,3 +56,14 @@ def get_member_local_user(
 ) -> LocalUser:
     server = get_member_server(user, server_pk, change=change)
     return get_object_or_404(LocalUser.objects.select_related("server"), server=server, pk=pk)
+
+
+def get_member_hunt_group(
+    user: User, server_pk: int, pk: int, *, change: bool = False
+) -> HuntGroup:
+    server = get_member_server(user, server_pk, change=change)
+    members = HuntGroupMember.objects.select_related("user").order_by("position")
+    groups = HuntGroup.objects.select_related("server__host").prefetch_related(
+        Prefetch("members", queryset=members)
+    )
+    return get_object_or_404(groups, server=server, pk=pk)

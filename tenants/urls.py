@@ -42,4 +42,26 @@ urlpatterns = [
         views.local_user_reset_password,
         name="user-reset-password",
     ),
+    path(
+        "servers/<int:server_pk>/users/<int:pk>/call-settings/",
+        views.local_user_call_settings,
+        name="user-call-settings",
+    ),
+    path("servers/<int:pk>/hunt-groups/", views.hunt_group_list, name="hunt-group-list"),
+    path(
+        "servers/<int:server_pk>/hunt-groups/new/",
+        views.hunt_group_create,
+        name="hunt-group-create",
+    ),
+    path(
+        "servers/<int:server_pk>/hunt-groups/<int:pk>/",
+        views.hunt_group_edit,
+        name="hunt-group-edit",
+    ),
+    path(
+        "servers/<int:server_pk>/hunt-groups/<int:pk>/delete/",
+        views.hunt_group_delete,
+        name="hunt-group-delete",
+    ),
+    path("servers/<int:pk>/feature-codes/", views.feature_codes, name="feature-codes"),
 ]

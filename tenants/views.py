@@ -1,7 +1,5 @@
 """Signup portal and tenant admin pages; the work happens in services and selectors."""
 
-import dataclasses
-import json
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
@@ -9,25 +7,30 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.views import i18n
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST, require_safe
 
-from sipnodes import cdr_selectors, live_state
+from sipnodes import cdr_selectors, features_selectors, features_services, live_state
 from sipnodes import selectors as sipnode_selectors
 from sipnodes import services as sipnode_services
-from sipnodes.models import VirtualServer
+from sipnodes.credentials import new_callback_secret
+from sipnodes.models import LocalUser, VirtualServer
 from sipnodes.services import NoHostAvailable, PortInUse
 from tenants import exports, selectors, services
 from tenants.forms import (
     AccountForm,
     CallbackSettingsForm,
+    CallSettingsForm,
     CdrFilterForm,
+    FeatureCodesForm,
+    HuntGroupForm,
     LocalUserForm,
     SignupForm,
     SystemSettingsForm,
@@ -89,7 +92,10 @@ def server_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "tenants/server_detail.html",
         {
             "server": server,
-            "users": sipnode_selectors.server_local_users(server=server),
+            "user_rows": [
+                (user, features_selectors.call_settings_summary(user=user))
+                for user in sipnode_selectors.server_local_users(server=server)
+            ],
             "clients": sipnode_selectors.server_clients(server=server),
             "can_change": selectors.membership(request.user, server).can_change,
             "power_actions": [
@@ -112,6 +118,7 @@ def server_settings(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "tenants/server_settings.html", {"server": server, "form": form})
 
 
+@sensitive_post_parameters("new_secret")
 @login_required
 def server_callback(request: HttpRequest, pk: int) -> HttpResponse:
     server = selectors.get_member_server(request.user, pk, change=request.method == "POST")
@@ -120,13 +127,28 @@ def server_callback(request: HttpRequest, pk: int) -> HttpResponse:
         "port": server.callback_port,
         "default_caller": server.callback_default_caller,
     }
-    form = CallbackSettingsForm(request.POST or None, initial=initial)
+    form = CallbackSettingsForm(
+        request.POST or None, initial=initial, has_secret=bool(server.callback_secret)
+    )
     if request.method == "POST" and form.is_valid():
+        action = form.cleaned_data.pop("secret_action") or form.KEEP
+        pasted = form.cleaned_data.pop("new_secret")
+        secret = {
+            form.KEEP: None,
+            form.GENERATE: new_callback_secret(),
+            form.PASTE: pasted,
+            form.CLEAR: "",
+        }[action]
         try:
-            sipnode_services.server_update_callback(server=server, **form.cleaned_data)
+            sipnode_services.server_update_callback(
+                server=server, secret=secret, **form.cleaned_data
+            )
         except PortInUse as exc:
             form.add_error("port", str(exc))
         else:
+            if action == form.GENERATE:  # shown this once, as a new SIP password is
+                context = {"server": server, "secret": secret}
+                return render(request, "tenants/callback_secret_issued.html", context)
             messages.success(request, _("Call-back settings saved."))
             return redirect(server)
     return render(request, "tenants/server_callback.html", {"server": server, "form": form})
@@ -137,8 +159,14 @@ def local_user_create(request: HttpRequest, server_pk: int) -> HttpResponse:
     server = selectors.get_member_server(request.user, server_pk, change=True)
     form = LocalUserForm(request.POST or None, server=server)
     if request.method == "POST" and form.is_valid():
-        user, issued = sipnode_services.local_user_create(server=server, **form.cleaned_data)
-        return render(request, "tenants/password_issued.html", {"server": server, "issued": issued})
+        try:
+            user, issued = sipnode_services.local_user_create(server=server, **form.cleaned_data)
+        except ValidationError as exc:  # the number was taken since the form checked it
+            form.add_error(None, exc)
+        else:
+            return render(
+                request, "tenants/password_issued.html", {"server": server, "issued": issued}
+            )
     return render(request, "tenants/local_user_form.html", {"server": server, "form": form})
 
 
@@ -177,6 +205,150 @@ def local_user_reset_password(request: HttpRequest, server_pk: int, pk: int) -> 
     issued = sipnode_services.local_user_reset_password(user=user)
     return render(
         request, "tenants/password_issued.html", {"server": user.server, "issued": issued}
+    )
+
+
+@login_required
+def local_user_call_settings(request: HttpRequest, server_pk: int, pk: int) -> HttpResponse:
+    user = selectors.get_member_local_user(request.user, server_pk, pk, change=True)
+    form = CallSettingsForm(request.POST or None, instance=user)
+    if request.method == "POST" and form.is_valid():
+        values = {name: form.cleaned_data[name] for name in features_services.CALL_SETTINGS}
+        try:
+            features_services.local_user_update_call_settings(
+                user=user, seen_changed=form.cleaned_data["seen_changed"], **values
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        except features_services.CallSettingsChangedMeanwhile:
+            form = _call_settings_changed_meanwhile(request, user)
+        else:
+            messages.success(
+                request, _("Call settings of user %(number)s saved.") % {"number": user.number}
+            )
+            return redirect(user.server)
+    return render(
+        request,
+        "tenants/call_settings.html",
+        {"server": user.server, "form": form, "local_user": user},
+    )
+
+
+def _call_settings_changed_meanwhile(request: HttpRequest, user: LocalUser) -> CallSettingsForm:
+    """The form again with what was typed, now based on the settings in force, which the
+    error shows: saving once more puts the typed ones in their place."""
+    user.refresh_from_db()
+    in_force = features_selectors.call_settings_summary(user=user)
+    data = request.POST.copy()
+    data["seen_changed"] = CallSettingsForm(instance=user)["seen_changed"].initial
+    form = CallSettingsForm(data, instance=user)
+    form.is_valid()
+    form.add_error(
+        None,
+        _(
+            "DND or forwarding of user %(number)s changed while this page was open, from a "
+            "phone or another page. In force now: %(settings)s. Save again to replace them "
+            "with the settings below."
+        )
+        % {"number": user.number, "settings": in_force},
+    )
+    return form
+
+
+@login_required
+@require_safe
+def hunt_group_list(request: HttpRequest, pk: int) -> HttpResponse:
+    server = selectors.get_member_server(request.user, pk)
+    return render(
+        request,
+        "tenants/hunt_group_list.html",
+        {
+            "server": server,
+            "groups": features_selectors.server_hunt_groups(server=server),
+            "can_change": selectors.membership(request.user, server).can_change,
+        },
+    )
+
+
+@login_required
+def hunt_group_create(request: HttpRequest, server_pk: int) -> HttpResponse:
+    server = selectors.get_member_server(request.user, server_pk, change=True)
+    form = HuntGroupForm(request.POST or None, server=server)
+    if request.method == "POST" and form.is_valid():
+        values = dict(form.cleaned_data)
+        try:
+            group = features_services.hunt_group_create(
+                server=server, members=values.pop("members"), **values
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, _("Hunt group %(number)s saved.") % {"number": group.number})
+            return redirect("tenants:hunt-group-list", server.pk)
+    return render(request, "tenants/hunt_group_form.html", {"server": server, "form": form})
+
+
+@login_required
+def hunt_group_edit(request: HttpRequest, server_pk: int, pk: int) -> HttpResponse:
+    group = selectors.get_member_hunt_group(request.user, server_pk, pk, change=True)
+    number = group.number  # as saved: the form puts what was typed on `group`
+    form = HuntGroupForm(request.POST or None, instance=group, server=group.server)
+    if request.method == "POST" and form.is_valid():
+        values = dict(form.cleaned_data)
+        try:
+            features_services.hunt_group_update(
+                group=group, members=values.pop("members"), **values
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, _("Hunt group %(number)s saved.") % {"number": group.number})
+            return redirect("tenants:hunt-group-list", group.server.pk)
+    return render(
+        request,
+        "tenants/hunt_group_form.html",
+        {"server": group.server, "form": form, "group": group, "number": number},
+    )
+
+
+@login_required
+@require_POST
+def hunt_group_delete(request: HttpRequest, server_pk: int, pk: int) -> HttpResponse:
+    group = selectors.get_member_hunt_group(request.user, server_pk, pk, change=True)
+    features_services.hunt_group_delete(group=group)
+    messages.success(request, _("Hunt group %(number)s deleted.") % {"number": group.number})
+    return redirect("tenants:hunt-group-list", group.server.pk)
+
+
+@login_required
+def feature_codes(request: HttpRequest, pk: int) -> HttpResponse:
+    server = selectors.get_member_server(request.user, pk, change=request.method == "POST")
+    if request.method == "POST" and "reset" in request.POST:
+        features_services.feature_codes_reset(server=server)
+        messages.success(request, _("Every feature has its default code again."))
+        return redirect("tenants:feature-codes", server.pk)
+    codes = features_selectors.server_feature_codes(server=server)
+    form = FeatureCodesForm(request.POST or None, codes=codes)
+    if request.method == "POST" and form.is_valid():
+        try:
+            features_services.feature_codes_rename(server=server, codes=form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, _("Feature codes saved."))
+            return redirect("tenants:feature-codes", server.pk)
+    return render(
+        request,
+        "tenants/feature_codes.html",
+        {
+            "server": server,
+            "rows": [
+                (row, form[row.feature])
+                for row in features_selectors.feature_code_rows(server=server)
+            ],
+            "form": form,
+            "can_change": selectors.membership(request.user, server).can_change,
+        },
     )
 
 
@@ -330,10 +502,8 @@ async def _live_events(server_uid: str) -> AsyncIterator[str]:
     yield "retry: 1000\n\n"
     async for update in live_state.live_calls_follow(server_uid=server_uid):
         if update.calls is not None:
-            data = {"now": update.now, "calls": [dataclasses.asdict(call) for call in update.calls]}
-            yield f"event: snapshot\ndata: {json.dumps(data)}\n\n"
+            yield f"event: snapshot\ndata: {update.as_json}\n\n"
         elif update.changes is not None:
-            data = {"now": update.now, "calls": [dataclasses.asdict(c) for c in update.changes]}
-            yield f"event: changes\ndata: {json.dumps(data)}\n\n"
+            yield f"event: changes\ndata: {update.as_json}\n\n"
         else:
             yield ": still here\n\n"

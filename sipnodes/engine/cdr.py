@@ -1,7 +1,10 @@
 """Call detail records: where a call was released (CallTag), why (Q.850 cause), and the CDR.
 
 The O-side (the half-call facing the caller) writes exactly one CDR per call.
-FCI is `callTag=<n>;cause=<n>`. The cause is the callee side's
+FCI is `callTag=<n>;cause=<n>`, followed by what happened on the way
+(`CallRecord.features`): `forward=busy:201>202` for each forward (reason, who
+forwarded, to whom), `hunt=600` for a hunt group, `pickup=203` when another
+user picked the call up. The cause is the callee side's
 `Reason: Q.850;cause=N` when it refused the call with 4xx-6xx and sent one,
 otherwise the server's own value: `cause_for_status` (one table, RFC 3398
 §8.2.6.1 read backwards) or the cause fixed for the release (e.g. 16 for BYE).
@@ -53,7 +56,7 @@ class CallTag(enum.IntEnum):
     SERVER_STOP = (7, "The worker was stopped (SIGTERM) and ended the call.")
     CALLBACK_RELEASE = (
         8,
-        "A call-back (IIF) call released by the application server (later issue).",
+        "A call-back (IIF) call released by its application server (CANCEL).",
     )
     ROUTING_FAILED = (
         9,
@@ -70,6 +73,29 @@ class CallTag(enum.IntEnum):
     NO_MEDIA_PORTS = (
         13,
         "The server refused the call: its media relay port block had no ports left.",
+    )
+    DO_NOT_DISTURB = (
+        14,
+        "The callee has do not disturb on and no forwarding on busy; the server answered busy.",
+    )
+    FORWARD_LOOP = (
+        15,
+        "The call was forwarded back to a number it had reached, or forwarded too many "
+        "times; the server ended it.",
+    )
+    TRANSFERRED = (
+        16,
+        "The call was transferred: the party who transferred it left, and the call "
+        "between the other party and the transfer target has a CDR of its own.",
+    )
+    CALLBACK_CALLEE1_FAILED = (
+        17,
+        "A call-back (IIF) ended because its first party (callee1) did not answer.",
+    )
+    CALLBACK_CALLEE2_FAILED = (
+        18,
+        "A call-back (IIF) ended because its second party (callee2) did not answer; "
+        "the server hung up on callee1.",
     )
 
 
@@ -174,6 +200,7 @@ class Cdr:
     status: int  # final SIP status the caller got
     call_tag: CallTag
     cause: int
+    features: tuple[str, ...] = ()  # "name=value" items appended to the FCI
 
     @property
     def answered(self) -> bool:
@@ -185,7 +212,7 @@ class Cdr:
 
     @property
     def fci(self) -> str:
-        return f"callTag={int(self.call_tag)};cause={self.cause}"
+        return ";".join((f"callTag={int(self.call_tag)}", f"cause={self.cause}", *self.features))
 
     def data(self) -> CdrData:
         """The CDR event's payload: `CdrData` names the fields, this record supplies them."""

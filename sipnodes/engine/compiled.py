@@ -35,6 +35,8 @@ COMPILED = (
     "sdp",
     "rtp",  # the media relay's per-packet path
     "callmodel",
+    "targets",
+    "transfer",
     "calls",
     "core",
 )

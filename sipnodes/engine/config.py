@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import json
 import re
 from pathlib import Path
@@ -18,6 +19,9 @@ ROUTE_TYPES = ("local_user", "external_line", "sip_trunk")
 _HEX = re.compile(r"^[0-9a-fA-F]*$")
 _DIGITS = re.compile(r"^[0-9*#+]*$")
 _UID = re.compile(r"[A-Za-z0-9-]{1,64}\Z")  # one segment of a Redis key: no `:`
+# The call-back shared secret, as the portal makes or takes it: visible ASCII.
+_SECRET = re.compile(r"[!-~]{16,128}\Z")
+_CALLER = re.compile(r"(?:\+?[0-9]{1,32})?\Z")  # as a call-back REQUEST's caller1
 
 
 class ConfigError(ValueError):
@@ -86,12 +90,45 @@ class MediaOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class Forwarding:
+    """Where a user's calls go instead (empty: not forwarded), by why they are not taken."""
+
+    unconditional: str = ""
+    busy: str = ""
+    no_answer: str = ""
+    unreachable: str = ""
+    no_answer_seconds: int = 20  # how long the user's devices ring before "no answer"
+
+
+@dataclasses.dataclass(frozen=True)
 class User:
     number: str
     display_name: str
     ha1_md5: str
     ha1_sha256: str
     call_level: int = 0
+    dnd: bool = False  # do not disturb: calls are refused (busy) or forwarded on busy
+    forwarding: Forwarding = Forwarding()
+    pickup_group: int = 0  # users of one group (> 0) may pick up each other's ringing calls
+    # When DND or forwarding last changed (epoch seconds): a feature code dialled
+    # after the config was rendered wins over the older config.
+    settings_changed: float = 0.0
+
+
+HUNT_MODES = ("simultaneous", "sequential", "round_robin")
+
+
+@dataclasses.dataclass(frozen=True)
+class HuntGroup:
+    """A number that rings its members: all at once, in order, or in order from the next one."""
+
+    number: str
+    name: str
+    mode: str
+    members: tuple[str, ...]
+    ring_seconds: int = 15  # per member in sequential and round-robin modes
+    timeout: int = 60  # the whole group; then the overflow target, else "no answer"
+    overflow: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,10 +142,39 @@ class DialRule:
 
 @dataclasses.dataclass(frozen=True)
 class Callback:
+    """The call-back service (docs/callback.md); it listens on `Listen.callback_port`.
+
+    `app_server_address`: the only source accepted ("" admits any); `secret`: when
+    set, REQUEST and CANCEL must be signed with it (HMAC-SHA256).
+    """
+
     app_server_address: str = ""
     port: int = 0
     default_caller: str = ""
     secret: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureCodes:
+    """What a user dials for each feature; a server may rename any of them.
+
+    Every code starts with * or #, so it is never a number, and none is the
+    start of another, so the first that matches is the one meant. Forwarding:
+    `<code>*<number>` sets, `<code>#` clears. Directed pickup:
+    `<directed_pickup><number>`.
+    """
+
+    forward_unconditional: str = "*90"
+    forward_busy: str = "*91"
+    forward_no_answer: str = "*92"
+    forward_unreachable: str = "*93"
+    dnd_on: str = "*78"
+    dnd_off: str = "*79"
+    group_pickup: str = "*8"
+    directed_pickup: str = "**"
+
+
+FEATURES = tuple(f.name for f in dataclasses.fields(FeatureCodes))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +194,8 @@ class Config:
     users: tuple[User, ...]
     dial_plan: tuple[DialRule, ...]
     callback: Callback
+    hunt_groups: tuple[HuntGroup, ...] = ()
+    feature_codes: FeatureCodes = FeatureCodes()
     registrar: RegistrarOptions = RegistrarOptions()
     auth: AuthOptions = AuthOptions()
     media: MediaOptions = MediaOptions()
@@ -208,7 +276,74 @@ def _user(r: _Reader) -> User:
         ha1_md5=_hex(r, "ha1_md5", 32),
         ha1_sha256=_hex(r, "ha1_sha256", 64),
         call_level=r.nonneg("call_level", 0),
+        dnd=r.get("dnd", bool, False),
+        forwarding=_forwarding(r.sub("forwarding", optional=True)),
+        pickup_group=r.nonneg("pickup_group", 0),
+        settings_changed=float(r.get("settings_changed", (int, float), 0)),
     )
+
+
+def _number(r: _Reader, key: str, default: str = "") -> str:
+    value = r.get(key, str, default)
+    if not _DIGITS.match(value):
+        raise r.fail(key, "expected digits")
+    return str(value)
+
+
+def _forwarding(r: _Reader) -> Forwarding:
+    return Forwarding(
+        unconditional=_number(r, "unconditional"),
+        busy=_number(r, "busy"),
+        no_answer=_number(r, "no_answer"),
+        unreachable=_number(r, "unreachable"),
+        no_answer_seconds=r.nonneg("no_answer_seconds", 20),
+    )
+
+
+def _hunt_group(r: _Reader) -> HuntGroup:
+    number = _number(r, "number")
+    if not number:
+        raise r.fail("number", "expected digits")
+    mode = r.get("mode", str, "simultaneous")
+    if mode not in HUNT_MODES:
+        raise r.fail("mode", f"expected one of {', '.join(HUNT_MODES)}")
+    members = r.get("members", list, [])
+    if not all(isinstance(m, str) and m and _DIGITS.match(m) for m in members):
+        raise r.fail("members", "expected a list of numbers")
+    return HuntGroup(
+        number=number,
+        name=r.get("name", str, ""),
+        mode=mode,
+        members=tuple(members),
+        ring_seconds=r.nonneg("ring_seconds", 15),
+        timeout=r.nonneg("timeout", 60),
+        overflow=_number(r, "overflow"),
+    )
+
+
+def _hunt_groups(top: _Reader, users: tuple[User, ...]) -> tuple[HuntGroup, ...]:
+    taken = {u.number for u in users}
+    groups = []
+    for i, item in enumerate(top.get("hunt_groups", list, [])):
+        group = _hunt_group(_Reader(item, f"hunt_groups[{i}]"))
+        if group.number in taken:
+            raise ConfigError(
+                f"config error: hunt_groups[{i}].number: {group.number} is already taken"
+            )
+        taken.add(group.number)
+        groups.append(group)
+    return tuple(groups)
+
+
+def _feature_codes(r: _Reader) -> FeatureCodes:
+    codes = {name: r.get(name, str, getattr(FeatureCodes, name)) for name in FEATURES}
+    for name, code in codes.items():
+        if len(code) < 2 or not _DIGITS.match(code) or code[0] not in "*#":
+            raise r.fail(name, "expected * or # and then digits, * or #")
+        clash = [other for other in FEATURES if other != name and codes[other].startswith(code)]
+        if clash:  # a phone dialling the longer code would reach this one first
+            raise r.fail(name, f"{code} is the start of the code of {clash[0]}")
+    return FeatureCodes(**codes)
 
 
 def _rule(r: _Reader) -> DialRule:
@@ -250,6 +385,7 @@ def parse_config(data: Any) -> Config:
     cdr = top.sub("cdr", optional=True)
     limits = top.sub("call_limits", optional=True)
     callback = top.sub("callback", optional=True)
+    users = _users(top)
     return Config(
         server_id=server_id,
         server_uid=server_uid,
@@ -274,20 +410,40 @@ def parse_config(data: Any) -> Config:
             no_answer_timeout=limits.nonneg("no_answer_timeout", 60),
             max_call_duration=limits.nonneg("max_call_duration", 0),
         ),
-        users=_users(top),
+        users=users,
         dial_plan=tuple(
             _rule(_Reader(item, f"dial_plan[{i}]"))
             for i, item in enumerate(top.get("dial_plan", list, []))
         ),
-        callback=Callback(
-            app_server_address=callback.get("app_server_address", str, ""),
-            port=callback.port("port", 0, allow_zero=True),
-            default_caller=callback.get("default_caller", str, ""),
-            secret=callback.get("secret", str, ""),
-        ),
+        callback=_callback(callback),
+        hunt_groups=_hunt_groups(top, users),
+        feature_codes=_feature_codes(top.sub("feature_codes", optional=True)),
         registrar=_registrar(top.sub("registrar", optional=True)),
         auth=_auth(top.sub("auth", optional=True)),
         media=_media(top.sub("media", optional=True)),
+    )
+
+
+def _callback(r: _Reader) -> Callback:
+    address = r.get("app_server_address", str, "")
+    if address:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise r.fail("app_server_address", "expected an IP address or nothing") from None
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        address = str(mapped or ip)  # the form source addresses are compared in
+    secret = r.get("secret", str, "")
+    if secret and not _SECRET.match(secret):
+        raise r.fail("secret", "expected 16-128 visible ASCII characters")
+    default_caller = r.get("default_caller", str, "")
+    if not _CALLER.match(default_caller):
+        raise r.fail("default_caller", "expected a number (digits, + first at most)")
+    return Callback(
+        app_server_address=address,
+        port=r.port("port", 0, allow_zero=True),
+        default_caller=default_caller,
+        secret=secret,
     )
 
 

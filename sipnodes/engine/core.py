@@ -1,9 +1,10 @@
 """The whole virtual server without IO: bytes and time in, datagrams and events out.
 
-`Engine.receive(data, peer, now)` and `Engine.handle_timer(now)` are the only
-inputs besides `reload`/`stop`; after each, the shell drains `outbox` (messages
-to send), `events` (for the stream) and `location.ops` (Redis write-through),
-then re-arms its one timer on `get_timer()`.
+`Engine.receive(data, peer, now)`, `Engine.receive_callback(data, source, now)`
+(the call-back port) and `Engine.handle_timer(now)` are the only inputs besides
+`reload`/`stop`; after each, the shell drains `outbox` (messages to send),
+`callback_outbox` (call-back datagrams), `events` (for the stream) and
+`location.ops` (Redis write-through), then re-arms its one timer on `get_timer()`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import os
 from typing import Any
 
+from .callback import Address, CallbackOutcome, CallbackService, CallbackSettings, Datagram
 from .calls import B2BUA, CallSettings
 from .config import Config
 from .dialplan import DialPlan
@@ -35,9 +37,10 @@ from .transaction import ServerTransaction, TransactionLayer
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, REFER, NOTIFY"
 SWEEP_INTERVAL = 1.0
-SUPPORTED: frozenset[str] = frozenset()  # no extensions yet (100rel is a later issue)
+# Option tags a request may Require (100rel is a later issue); replaces: RFC 3891 transfer.
+SUPPORTED: frozenset[str] = frozenset({"replaces"})
 RETRY_AFTER = 5
 # Methods we know but only relay inside a call's dialog.
 _IN_DIALOG_ONLY = {"BYE", "INFO", "UPDATE", "NOTIFY", "MESSAGE", "REFER", "PRACK", "SUBSCRIBE"}
@@ -84,6 +87,9 @@ class Engine:
             dialplan=self.dialplan,
         )
         self.layer.tu = self.b2bua
+        self.callback_outbox: list[Datagram] = []
+        self.callbacks = CallbackService(CallbackSettings.from_config(config), self.b2bua, now)
+        self.b2bua.on_callback_ended = self._callback_ended
         self.scheduler.call_at(now + SWEEP_INTERVAL, self._sweep)
 
     def _apply(self, config: Config) -> None:
@@ -92,9 +98,8 @@ class Engine:
             config.realm, config.users_by_number, self.secret, config.auth.algorithms
         )
         self.registrar = Registrar(config, self.auth, self.location)
-        self.dialplan = DialPlan(
-            config.dial_plan, config.users_by_number, config.system.out_group_prefix
-        )
+        local = {*config.users_by_number, *(g.number for g in config.hunt_groups)}
+        self.dialplan = DialPlan(config.dial_plan, local, config.system.out_group_prefix)
 
     # ---- inputs --------------------------------------------------------------
 
@@ -124,6 +129,16 @@ class Engine:
                 self._request(message, peer, now)
         except (ValueError, KeyError, IndexError) as exc:
             log.debug("unusable message from %s:%s: %s", peer.host, peer.port, exc)
+
+    def receive_callback(self, data: bytes, source: Address, now: float) -> None:
+        """One datagram from the call-back port; its ACK goes to `callback_outbox`."""
+        mark = len(self.callback_outbox)
+        replies = self.callbacks.receive(data, source, now, self.to_wall(now))
+        # Before any RESPONSE the dialer produced meanwhile (a call-back ended at once).
+        self.callback_outbox[mark:mark] = replies
+
+    def _callback_ended(self, outcome: CallbackOutcome) -> None:
+        self.callback_outbox.extend(self.callbacks.ended(outcome))
 
     def _admitted(self) -> bool:
         """Admit new requests evenly at the rate `admit` (not in bursts)."""
@@ -217,6 +232,7 @@ class Engine:
         self._apply(config)
         self.b2bua.configure(CallSettings.from_config(config), self.auth, self.dialplan)
         self.b2bua.media.configure(MediaSettings.from_config(config))
+        self.callbacks.configure(CallbackSettings.from_config(config))
         for b in self.location.all():
             if b.user not in config.users_by_number:
                 self.location.remove(b.user, b.contact)
@@ -230,6 +246,7 @@ class Engine:
     def stop(self, now: float) -> None:
         """SIGTERM: end every call (BYE), refuse new ones; the shell then drains."""
         self.stopping = True
+        self.callbacks.stopping = True
         self.b2bua.stop_all(now)
 
     # ---- events --------------------------------------------------------------

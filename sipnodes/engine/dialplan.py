@@ -2,7 +2,7 @@
 
 Longest matching prefix wins; a rule may strip leading digits, add a prefix,
 and require a call level of the caller. With no rule matching (or an empty
-plan), a number equal to a local user's number goes to that user; the
+plan), a number of a local user or hunt group goes there (route `local_user`); the
 out-group prefix (`system.out_group_prefix`, default 9) followed by a number
 goes to the external line with the prefix stripped; anything else is
 unallocated (404, Q.850 cause 1).
@@ -14,9 +14,9 @@ are later issues: they answer 503 (cause 34, no circuit available).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection
 
-from .config import DialRule, User
+from .config import DialRule
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -34,11 +34,12 @@ class RouteDecision:
 
 class DialPlan:
     def __init__(
-        self, rules: tuple[DialRule, ...], users: Mapping[str, User], out_group_prefix: str = ""
+        self, rules: tuple[DialRule, ...], local: Collection[str], out_group_prefix: str = ""
     ) -> None:
+        """`local`: the server's own numbers (local users and hunt groups)."""
         # Longest prefix first; ties keep the configured order.
         self.rules = sorted(rules, key=lambda r: -len(r.prefix))
-        self.users = users
+        self.local = local
         self.out_group_prefix = out_group_prefix
 
     def match(self, dialed: str) -> DialRule | None:
@@ -50,7 +51,7 @@ class DialPlan:
     def route(self, dialed: str, caller_level: int) -> RouteDecision:
         rule = self.match(dialed)
         if rule is None:
-            if dialed in self.users:
+            if dialed in self.local:
                 return RouteDecision("local_user", dialed)
             prefix = self.out_group_prefix
             if prefix and dialed.startswith(prefix) and len(dialed) > len(prefix):
@@ -61,7 +62,7 @@ class DialPlan:
         if caller_level < rule.call_level:
             return RouteDecision(rule.route, number, 403, 21, "Forbidden - call level")
         if rule.route == "local_user":
-            if number not in self.users:
+            if number not in self.local:
                 return RouteDecision(rule.route, number, 404, 1, "Not Found")
             return RouteDecision(rule.route, number)
         return RouteDecision(

@@ -46,6 +46,7 @@ class EventType(enum.StrEnum):
     CALL = "call"
     STATUS = "status"
     CRASH = "crash"
+    CALL_SETTINGS = "call_settings"
 
 
 class MalformedEvent(ValueError):
@@ -93,7 +94,7 @@ class CdrData:
     status: Annotated[int, Range(100, 699)]  # the final SIP status the caller got
     call_tag: Annotated[int, Range(1, 32767)]  # where the call was released: `cdr.CallTag`
     cause: Annotated[int, Range(1, 127)]  # ITU-T Q.850 cause
-    fci: str  # "callTag=<call_tag>;cause=<cause>"
+    fci: str  # "callTag=<call_tag>;cause=<cause>", then `cdr.Cdr.features`
     answered: bool
 
 
@@ -142,7 +143,25 @@ class CrashData:
     pid: Count  # 0 when the worker never started
 
 
-EventData = CdrData | RegistrationData | CallData | StatusData | CrashData
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallSettingsData:
+    """A user changed their DND or forwarding with a feature code: the whole new state.
+
+    Ingest applies it only if `changed` is newer than what the database holds, so
+    the portal and the phone can both change settings without one undoing the other.
+    """
+
+    TYPE: ClassVar[EventType] = EventType.CALL_SETTINGS
+    user: str
+    dnd: bool
+    forward_unconditional: str
+    forward_busy: str
+    forward_no_answer: str
+    forward_unreachable: str
+    changed: Epoch
+
+
+EventData = CdrData | RegistrationData | CallData | StatusData | CrashData | CallSettingsData
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

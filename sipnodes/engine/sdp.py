@@ -195,3 +195,45 @@ def _without_ice(lines: list[str], address: str) -> list[str]:
             line = f"c=IN {family} {address}"
         out.append(line)
     return out
+
+
+def sendrecv(body: bytes) -> bytes:
+    """`body` with every stream two-way: the offer that takes a held party to someone new."""
+    if not body:
+        return body
+    try:
+        session = parse(body)
+    except SdpError:
+        return body
+    two_way = [f"a={d}" for d in DIRECTIONS]
+
+    def fixed(lines: list[str]) -> list[str]:
+        return ["a=sendrecv" if line in two_way else line for line in lines]
+
+    session.head = fixed(session.head)
+    for m in session.media:
+        m.lines = fixed(m.lines)
+    return write(session)
+
+
+def inactive(body: bytes) -> bytes:
+    """`body` answered on hold: every stream inactive, nothing sent to anyone (RFC 3264 §8.4).
+
+    What a call-back's first party gets until the second one answers.
+    """
+    if not body:
+        return body
+    try:
+        session = parse(body)
+    except SdpError:
+        return b""
+    directions = [f"a={d}" for d in DIRECTIONS]
+
+    def held(lines: list[str]) -> list[str]:
+        out = [line for line in lines if line not in directions]
+        return [f"c=IN IP4 {HOLD_ADDRESSES[0]}" if line.startswith("c=") else line for line in out]
+
+    session.head = held(session.head)
+    for m in session.media:
+        m.lines = [*held(m.lines), "a=inactive"]
+    return write(session)

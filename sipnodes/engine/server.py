@@ -2,8 +2,8 @@
 
 Like aioquic's `asyncio/protocol.py`: feed the core, write what it asks,
 re-arm a single `call_at` on its next deadline. SIGHUP re-reads the config
-(keeping calls and registrations); SIGTERM ends calls with BYE, drains the
-events and exits 0.
+(keeping calls and registrations; a new call-back port is bound then, the SIP
+sockets stay); SIGTERM ends calls with BYE, drains the events and exits 0.
 
 Two clocks, both owned here: the cores run on the loop's monotonic clock, so a
 wall-clock step (NTP) never moves a timer; `_to_wall` turns its instants into
@@ -28,7 +28,7 @@ from .media import MediaRelay, MediaSettings
 from .mediaports import UdpPorts
 from .sipmsg import Peer
 from .transaction import State
-from .transport import Transports
+from .transport import CallbackPort, Transports
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ ADMIT_STEP = 0.05
 BACKLOG_CHECK_EVERY = 16
 GC_THRESHOLD = 20_000  # gen-0 allocations between collections (default 700)
 RESTORE_TIMEOUT = 3.0
+WALL_STEP = 1.0  # seconds: a larger jump between the clocks is a step of the wall clock (NTP)
 
 
 class Worker:
@@ -56,18 +57,27 @@ class Worker:
         self.stop_event = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._wall_offset: float | None = None
         self.engine: Engine | None = None
         self.sink: EventSink | None = None
         self._received = 0
         self._adjusted_at = 0.0
         self.ready = False  # until registrations are restored: a REGISTER must not be undone
         self.loop: asyncio.AbstractEventLoop  # the loop `run` runs in
+        self.callback_port: CallbackPort  # made in `run`, on the loop
 
     def _to_wall(self, instant: float) -> float:
-        return instant + (time.time() - self.loop.time())
+        """One offset between the clocks, kept until the wall clock is stepped: worked out
+        afresh each time, it would jitter with the loop clock's millisecond ticks and put
+        a call's release before its start."""
+        offset = time.time() - self.loop.time()
+        if self._wall_offset is None or abs(offset - self._wall_offset) > WALL_STEP:
+            self._wall_offset = offset
+        return instant + self._wall_offset
 
     async def run(self) -> int:
         self.loop = loop = asyncio.get_running_loop()
+        self.callback_port = CallbackPort(loop, self._on_callback)
         config = self.config
         port = await self.transports.open(config.listen.address, config.listen.sip_port)
         if port != config.listen.sip_port:
@@ -102,6 +112,7 @@ class Worker:
         loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
         self.sink.start()
         self.ready = True
+        self._sync_callback_port(config.listen.callback_port)
         engine.status("started", loop.time())
         self._flush()
         log.info(
@@ -127,6 +138,7 @@ class Worker:
             await asyncio.sleep(0.05)
         self.engine.status("stopped", loop.time())
         self._flush()
+        self.callback_port.close()
         if self._timer is not None:
             self._timer.cancel()
         self.transports.close()
@@ -147,15 +159,13 @@ class Worker:
             log.error("reload refused, keeping the running config: %s", exc)
             return
         old = self.config.listen
-        bound = (old.address, old.sip_port, old.callback_port)
-        if (new.listen.address, new.listen.sip_port, new.listen.callback_port) != bound and (
+        if (new.listen.address, new.listen.sip_port) != (old.address, old.sip_port) and (
             new.listen.sip_port != 0
         ):
-            log.warning("listen address/ports changed: takes effect at restart")
-        # The sockets stay as they are; the rest of `listen` (the media block) is new.
-        listen = dataclasses.replace(
-            new.listen, address=old.address, sip_port=old.sip_port, callback_port=old.callback_port
-        )
+            log.warning("listen address/SIP port changed: takes effect at restart")
+        # The SIP sockets stay as they are; the rest of `listen` (the media block, the
+        # call-back port) is new.
+        listen = dataclasses.replace(new.listen, address=old.address, sip_port=old.sip_port)
         new = dataclasses.replace(
             new,
             listen=listen,
@@ -164,7 +174,43 @@ class Worker:
         )
         self.config = new
         self.engine.reload(new, self.loop.time())
+        self._sync_callback_port(listen.callback_port)
         log.info("config reloaded: %d users", len(new.users))
+        self._flush()
+
+    def _sync_callback_port(self, port: int) -> None:
+        """Listen for call-backs on `port` (0: not at all); SIP and calls are not touched.
+
+        A port that cannot be bound is logged and the worker serves SIP without it:
+        the call-back service is not worth a crash loop.
+        """
+        callback = self.callback_port
+        if port == callback.port:
+            return
+        if callback.port:
+            log.info("call-back port %d closed", callback.port)
+            callback.close()
+        if port == 0:
+            return
+        address = self.config.listen.address
+        try:
+            callback.open(address, port)
+        except OSError as exc:
+            log.error("cannot listen for call-backs on %s:%d udp: %s", address, port, exc)
+            return
+        log.info("call-back service listening on %s:%d udp", address, port)
+
+    def _on_callback(self, batch: list[tuple[bytes, tuple[str, int]]]) -> None:
+        """A batch from the call-back port (bounded by the transport), then one flush."""
+        engine = self.engine
+        if engine is None:
+            return
+        now = self.loop.time()
+        for data, source in batch:
+            try:
+                engine.receive_callback(data, source, now)
+            except Exception:  # a bug, not bad input: log it and keep serving
+                log.exception("error handling a call-back datagram from %s:%s", *source)
         self._flush()
 
     def _on_data(self, data: bytes, peer: Peer) -> None:
@@ -216,6 +262,10 @@ class Worker:
             for item in engine.outbox:
                 self.transports.send(item)
             engine.outbox.clear()
+        if engine.callback_outbox:
+            for data, address in engine.callback_outbox:
+                self.callback_port.send(data, address)
+            engine.callback_outbox.clear()
         if engine.events:
             self.sink.put(list(engine.events))
             engine.events.clear()

@@ -20,8 +20,10 @@ SERVER_NAME = "sipcloud"
 REASON_PHRASES = {
     100: "Trying",
     180: "Ringing",
+    181: "Call Is Being Forwarded",
     183: "Session Progress",
     200: "OK",
+    202: "Accepted",
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",

@@ -1,4 +1,4 @@
-"""UDP and TCP for SIP (RFC 3261 §18): sockets only, no SIP logic.
+"""UDP and TCP for SIP (RFC 3261 §18), and the call-back port: sockets only, no SIP logic.
 
 TCP is a byte stream: `StreamFramer` cuts it into messages by Content-Length
 (§18.3) with a bounded buffer, so split and joined messages both work and a
@@ -24,8 +24,14 @@ log = logging.getLogger(__name__)
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r?$", re.I | re.M)
 
 Receiver = Callable[[bytes, Peer], None]
+DatagramReceiver = Callable[[list[tuple[bytes, tuple[str, int]]]], None]
 UDP_BUFFER = 8 * 1024 * 1024
 SO_MEMINFO = 55  # Linux: socket memory counters, [0] = bytes queued for reading
+# The call-back port: datagrams read per wakeup before the loop serves SIP again, and a
+# small kernel buffer, so a flood is dropped by the kernel instead of queued for us.
+CALLBACK_BATCH = 16
+CALLBACK_BUFFER = 64 * 1024
+CALLBACK_READ = 2048  # more than the protocol's 1,500 bytes: a longer datagram is seen as such
 
 
 class FramingError(ValueError):
@@ -204,3 +210,61 @@ class Transports:
         for conn in list(self.connections.values()):
             if conn.transport is not None:
                 conn.transport.close()
+
+
+class CallbackPort:
+    """The call-back service's UDP socket, watched with `add_reader`.
+
+    Each wakeup reads at most CALLBACK_BATCH datagrams and hands them over in one
+    call, then yields to the loop: however fast a flood comes, the SIP sockets get
+    their turn between batches.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, receive: DatagramReceiver) -> None:
+        self.loop = loop
+        self.receive = receive
+        self.sock: socket.socket | None = None
+        self.port = 0  # bound port; 0: closed
+
+    def open(self, host: str, port: int) -> None:
+        """Bind `port` (not 0) on `host`; OSError if it cannot be bound."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CALLBACK_BUFFER)
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self.sock, self.port = sock, port
+        self.loop.add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        batch: list[tuple[bytes, tuple[str, int]]] = []
+        for _ in range(CALLBACK_BATCH):
+            try:
+                data, addr = sock.recvfrom(CALLBACK_READ)
+            except OSError:  # BlockingIOError: drained; others (ICMP errors): nothing to read
+                break
+            batch.append((data, (addr[0], addr[1])))
+        if batch:
+            self.receive(batch)
+
+    def send(self, data: bytes, address: tuple[str, int]) -> None:
+        if self.sock is None:
+            log.debug("call-back port closed: %d bytes for %s:%s dropped", len(data), *address)
+            return
+        try:
+            self.sock.sendto(data, address)
+        except OSError as exc:  # full buffer or unreachable: lost, as on the wire
+            log.debug("call-back send to %s:%s failed: %s", address[0], address[1], exc)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+        self.sock, self.port = None, 0

@@ -1,8 +1,9 @@
 """One batch of stream entries, one durable transaction.
 
 CDRs are inserted once by UUID; what the batch says about each server (last
-call, last registration, client count, crashes) is applied with conditional
-updates, so a batch read late or twice never moves anything backwards.
+call, last registration, client count, crashes) and each user's call settings
+(DND and forwarding set from a phone) is applied with conditional updates, so a
+batch read late or twice never moves anything backwards.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from django.db.models import Case, F, PositiveIntegerField, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
 
 from sipnodes.engine.events import (
+    CallSettingsData,
     CdrData,
     CrashData,
     Event,
@@ -27,7 +29,8 @@ from sipnodes.engine.events import (
     StatusData,
 )
 from sipnodes.models import Cdr as CdrRow
-from sipnodes.models import VirtualServer
+from sipnodes.models import LocalUser, VirtualServer
+from sipnodes.provisioning import apply_on_commit
 
 from .parse import Entry, Fields, cdr_columns, parse_entry, utc
 
@@ -43,11 +46,13 @@ class BadEntry:
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
-    """What one batch held: events of existing servers by type (duplicates included)."""
+    """What one batch held: events of existing servers by type (duplicates included);
+    `unknown_user`: call settings events of a user the server no longer has."""
 
     by_type: Counter[EventType]
     unknown_server: int
     bad: tuple[BadEntry, ...]
+    unknown_user: int = 0
 
 
 @dataclass
@@ -112,10 +117,14 @@ def ingest_batch(entries: Sequence[Entry]) -> IngestResult:
         activity.setdefault(event.server_id, _Activity()).add(event)
     for server_id, server_activity in activity.items():
         _record_activity(server_id, server_activity)
+    unknown_user, changed_servers = _record_call_settings(known)
+    for server in VirtualServer.objects.filter(pk__in=changed_servers).select_related("host"):
+        apply_on_commit(server)  # the rendered config holds the phone's change from now on
     return IngestResult(
         by_type=Counter(event.type for event in known),
         unknown_server=len(parsed) - len(known),
         bad=tuple(bad),
+        unknown_user=unknown_user,
     )
 
 
@@ -155,6 +164,41 @@ def _record_activity(server_id: int, activity: _Activity) -> None:
         )
     if updates:
         VirtualServer.objects.filter(pk=server_id).update(**updates)
+
+
+def _record_call_settings(events: list[Event]) -> tuple[int, set[int]]:
+    """Each user's newest call settings, applied only over older ones: the portal's own
+    change may be newer than a phone's that is read late. Returns how many events named a
+    user the server does not have (deleted since, dropped), and the servers changed: their
+    config is rendered again, so a worker restarted later still has the phone's change."""
+    newest: dict[tuple[int, str], CallSettingsData] = {}
+    counts: Counter[tuple[int, str]] = Counter()
+    for event in events:
+        data = event.data
+        if isinstance(data, CallSettingsData):
+            key = (event.server_id, data.user)
+            counts[key] += 1
+            if key not in newest or data.changed >= newest[key].changed:
+                newest[key] = data
+    unknown, changed_servers = 0, set()
+    for (server_id, number), data in newest.items():
+        changed = utc(data.changed)
+        users = LocalUser.objects.filter(server_id=server_id, number=number)
+        applied = users.filter(
+            Q(call_settings_changed__isnull=True) | Q(call_settings_changed__lt=changed)
+        ).update(
+            dnd=data.dnd,
+            forward_unconditional=data.forward_unconditional,
+            forward_busy=data.forward_busy,
+            forward_no_answer=data.forward_no_answer,
+            forward_unreachable=data.forward_unreachable,
+            call_settings_changed=changed,
+        )
+        if applied:
+            changed_servers.add(server_id)
+        elif not users.exists():
+            unknown += counts[(server_id, number)]
+    return unknown, changed_servers
 
 
 def _at_least(column: str, value: datetime.datetime) -> Greatest:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from django.db import models
 
-from sipnodes.engine.events import CdrData, Event, MalformedEvent
-from sipnodes.models import Cdr
+from sipnodes.engine.events import CallSettingsData, CdrData, Event, MalformedEvent
+from sipnodes.models import Cdr, LocalUser
 
 Fields = Mapping[bytes, bytes]
 Entry = tuple[bytes, Fields]
@@ -34,11 +35,38 @@ _TEXT_LIMITS = {
 }
 
 
+# The numbers of a call settings event, stored as they are: unlike a CDR's text, a number
+# cut to fit would be another number.
+_CALL_SETTINGS_NUMBERS = (
+    "user",
+    "forward_unconditional",
+    "forward_busy",
+    "forward_no_answer",
+    "forward_unreachable",
+)
+_NUMBER_LENGTH = LocalUser._meta.get_field("number").max_length
+_DIGITS = re.compile(r"[0-9]*")
+
+
 def parse_entry(fields: Fields) -> Event:
     """Read one stream entry; raises `MalformedEvent` naming the first thing wrong with it."""
     if not fields:
         raise MalformedEvent("the entry is empty (deleted from the stream before it was ingested)")
-    return Event.from_entry(fields)
+    event = Event.from_entry(fields)
+    if isinstance(event.data, CallSettingsData):
+        _check_call_settings(event.data)
+    return event
+
+
+def _check_call_settings(data: CallSettingsData) -> None:
+    """Numbers the portal can store and show: digits, as a local user's (a forwarding
+    target is empty when not set)."""
+    if not data.user:
+        raise MalformedEvent("user is empty")
+    for name in _CALL_SETTINGS_NUMBERS:
+        value = getattr(data, name)
+        if len(value) > _NUMBER_LENGTH or not _DIGITS.fullmatch(value):
+            raise MalformedEvent(f"{name} {value[:40]!r} is not a number of at most 32 digits")
 
 
 def utc(ts: float) -> datetime.datetime:

@@ -54,10 +54,17 @@ class Report(NamedTuple):
 
 def binding(client: redis.Redis, worker: WorkerProcess, number: str) -> dict[str, Any] | None:
     """The worker's location record of `number` in Redis (its registration), if any."""
-    for field, record in client.hgetall(location_key(worker.server_uid)).items():
-        if field.decode().split(" ", 1)[0] == number:
-            return dict(json.loads(record))
-    return None
+    found = bindings(client, worker, number)
+    return found[0] if found else None
+
+
+def bindings(client: redis.Redis, worker: WorkerProcess, number: str) -> list[dict[str, Any]]:
+    """The worker's location records of `number` in Redis: one per registered device."""
+    return [
+        dict(json.loads(record))
+        for field, record in client.hgetall(location_key(worker.server_uid)).items()
+        if field.decode().split(" ", 1)[0] == number
+    ]
 
 
 def write_tone(path: Path, seconds: int = 3) -> Path:
@@ -97,7 +104,10 @@ class Client:
         self.password = f"pw{number}"
         self.transport = transport
         self.server_port = server_port
-        self.dir = tmp / f"{self.kind}-{number}"
+        self.dir, n = tmp / f"{self.kind}-{number}", 1
+        while self.dir.exists():  # a second device of the same kind and number
+            n += 1
+            self.dir = tmp / f"{self.kind}-{number}-{n}"
         self.dir.mkdir()
         self.log_path = self.dir / f"{self.kind}.log"
         self.sip_port = spaced_port()
@@ -306,6 +316,35 @@ class Pjsua(Client):
                 self.proc.wait(5)  # a clean libDestroy(); stop_process() kills it otherwise
         super().stop()
 
+    # ---- several calls in one process, and transfer (pjsua_agent.py numbers the calls) ----
+
+    def hold_call(self, index: int) -> None:
+        self.send(f"hold {index}")
+
+    def hangup_call(self, index: int) -> None:
+        self.send(f"hangup {index}")
+
+    def call_ended(self, index: int) -> bool:
+        """Call number `index` (0 the first one made or taken) is over."""
+        return bool(self.seen("state", call=index, state="DISCONNECTED"))
+
+    def call_confirmed(self, index: int) -> bool:
+        """Call number `index` was answered (its INVITE session is confirmed)."""
+        return bool(self.seen("state", call=index, state="CONFIRMED"))
+
+    def xfer(self, number: str, index: int | None = None) -> None:
+        """Blind transfer: REFER the call (the latest by default) to `number` at the server."""
+        self.send(f"xfer {number}" + ("" if index is None else f" {index}"))
+
+    def xfer_replaces(self, index: int, other: int) -> None:
+        """Attended transfer: REFER call `index`'s party to call `other`'s, with Replaces."""
+        self.send(f"xfer_replaces {index} {other}")
+
+    def transfer_reports(self, index: int | None = None) -> list[tuple[int, bool]]:
+        """(status code, final) of each NOTIFY the transfer's REFER brought, in order."""
+        found = self.seen("transfer") if index is None else self.seen("transfer", call=index)
+        return [(e["code"], e["final"]) for e in found]
+
 
 class Baresip(Client):
     """baresip driven through `ctrl_tcp` (one connection: a second one starves the first).
@@ -318,6 +357,8 @@ class Baresip(Client):
 
     kind = "baresip"
     sock: socket.socket | None = None
+    reader: threading.Thread | None = None
+    sip_trace = False  # set before start(): `-s`, every SIP message in and out goes to its log
     SUMMARY = re.compile(r"^packets: +(\d+) +(\d+)", re.M)
 
     def start(self) -> Baresip:
@@ -337,11 +378,15 @@ class Baresip(Client):
         )
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [binary, "-f", str(self.dir)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                [binary, "-f", str(self.dir), *(["-s"] if self.sip_trace else [])],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
             )
         self.events: list[Report] = []
         self.sock = self._connect(ctrl_port)
-        threading.Thread(target=self._collect, daemon=True).start()
+        self.reader = threading.Thread(target=self._collect, daemon=True)
+        self.reader.start()
         return self
 
     def _connect(self, port: int) -> socket.socket:
@@ -419,8 +464,20 @@ class Baresip(Client):
 
     def stop(self) -> None:
         super().stop()  # first: baresip closing the connection ends the reading thread
+        if self.reader is not None:
+            self.reader.join(5)  # closing the socket under its recv() would raise EBADF there
         if self.sock is not None:
             self.sock.close()
+
+    def transfer(self, number: str) -> None:
+        """Blind transfer of the current call to `number`: the menu module's `transfer <uri>`.
+
+        baresip 1.0 (Debian 12) can only start a blind transfer: it has no command
+        that sends a REFER with `Replaces`, so it cannot be the transferor of an
+        attended transfer. In the attended tests pjsua2 transfers, and baresip takes
+        part as the transferred party and the transfer target (docs/interop.md).
+        """
+        self.command("transfer", self.uri(number))
 
 
 Agent = Linphone | Pjsua | Baresip

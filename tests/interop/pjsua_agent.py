@@ -6,9 +6,20 @@ callbacks run on the main thread (`mainThreadOnly`, no worker threads), which
 polls pjsua and executes the commands a reader thread queues:
 `dial NUMBER`, `answer`, `hold`, `resume`, `hangup`, `stats`, `quit`.
 
-Events: `registered` (code), `incoming`, `state` (the INVITE session's state name),
-`media` (ACTIVE, LOCAL_HOLD, REMOTE_HOLD, NONE), `stats` (RTP packets received
-and sent in the call so far), `error`. pjsip's own output goes to LOG and LOG.out.
+One process holds several calls, numbered 0, 1, ... in the order they were made
+or came in. `answer`, `hold`, `resume`, `hangup` and `stats` take a call's
+number as an optional argument (`hold 0`); without it they act on the latest
+call, so a single-call test never names one. Transfer (RFC 3515):
+`xfer NUMBER [I]` refers call I (the latest by default) to NUMBER at the server
+(blind); `xfer_replaces I J` refers call I's party to call J's, with `Replaces`
+(attended).
+
+Events: `registered` (code), `incoming` (`remote`: the From), `state` (the INVITE
+session's state name, and the last status code and reason phrase), `media` (ACTIVE,
+LOCAL_HOLD, REMOTE_HOLD, NONE), `stats` (RTP packets received and sent in the call
+so far), `transfer` (the sipfrag status line of a NOTIFY about our REFER: `code`,
+`reason`, `final`), `error`. Every event about a call carries its number (`call`).
+pjsip's own output goes to LOG and LOG.out.
 
 Usage: pjsua_agent.py SERVER_PORT TRANSPORT NUMBER PASSWORD SIP_PORT RTP_PORT WAV LOG
 """
@@ -48,36 +59,42 @@ class Reporter:
 
 
 class Phone(pj.Account):
-    """The account, its one call and the WAV player that feeds the call."""
+    """The account, its calls (oldest first) and the WAV player that feeds them."""
 
     def __init__(self, reporter: Reporter, wav: str) -> None:
         super().__init__()
         self.reporter = reporter
         self.wav = wav
-        self.call: Call | None = None
-        self.closed_rx = 0  # RTP packets of the streams already destroyed
-        self.closed_tx = 0
+        self.calls: list[Call] = []
         self.player: pj.AudioMediaPlayer | None = None
+
+    @property
+    def call(self) -> Call | None:
+        """The latest call: the one a command without a call number acts on."""
+        return self.calls[-1] if self.calls else None
 
     def onRegState(self, prm: pj.OnRegStateParam) -> None:
         self.reporter.event("registered", code=prm.code)
 
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
-        self.new_call(Call(self, prm.callId))
+        call = self.new_call(Call(self, prm.callId))
         ringing = pj.CallOpParam()
         ringing.statusCode = 180
-        self.call.answer(ringing)
-        self.reporter.event("incoming")
+        call.answer(ringing)
+        info = call.getInfo()
+        call.event("incoming", remote=info.remoteUri)
 
     def new_call(self, call: Call) -> Call:
-        self.call = call
-        self.closed_rx = self.closed_tx = 0
+        self.calls.append(call)
         return call
 
-    def report_stats(self) -> None:
+    def report_stats(self, call: Call | None) -> None:
         """RTP packets of the whole call (or the last one) so far."""
-        rx, tx = self.call.stream_packets() if self.call else (0, 0)
-        self.reporter.event("stats", rx=self.closed_rx + rx, tx=self.closed_tx + tx)
+        if call is None:
+            self.reporter.event("stats", rx=0, tx=0)
+            return
+        rx, tx = call.stream_packets()
+        call.event("stats", rx=call.closed_rx + rx, tx=call.closed_tx + tx)
 
     def play_into(self, media: pj.AudioMedia) -> None:
         if self.player is None:
@@ -90,24 +107,34 @@ class Call(pj.Call):
     def __init__(self, phone: Phone, call_id: int = pj.PJSUA_INVALID_ID) -> None:
         super().__init__(phone, call_id)
         self.phone = phone
+        self.closed_rx = 0  # RTP packets of the streams already destroyed
+        self.closed_tx = 0
+
+    def event(self, name: str, **fields: Any) -> None:
+        """An event about this call, with its number."""
+        self.phone.reporter.event(name, call=self.phone.calls.index(self), **fields)
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         info = self.getInfo()
-        self.phone.reporter.event("state", state=info.stateText)
+        self.event("state", state=info.stateText, code=info.lastStatusCode, reason=info.lastReason)
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         info = self.getInfo()  # kept: `media` points into it (SWIG)
         media = info.media
         status = MEDIA_STATUS[media[0].status] if media else "NONE"
-        self.phone.reporter.event("media", status=status)
+        self.event("media", status=status)
         if status in ("ACTIVE", "REMOTE_HOLD"):
             self.phone.play_into(self.getAudioMedia(0))
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        """A NOTIFY about our REFER: the transfer's progress, as the status line it carries."""
+        self.event("transfer", code=prm.statusCode, reason=prm.reason, final=prm.finalNotify)
 
     def onStreamDestroyed(self, prm: pj.OnStreamDestroyedParam) -> None:
         """pjsua makes a new stream for every re-INVITE: keep the counts of the old one."""
         rx, tx = self.stream_packets()
-        self.phone.closed_rx += rx
-        self.phone.closed_tx += tx
+        self.closed_rx += rx
+        self.closed_tx += tx
 
     def stream_packets(self) -> tuple[int, int]:
         """RTP packets received and sent by the current stream (none between streams)."""
@@ -155,18 +182,24 @@ def start(args: list[str], reporter: Reporter) -> tuple[pj.Endpoint, Phone, str]
 
 
 def execute(command: str, phone: Phone, server: str) -> None:
-    verb, _, arg = command.partition(" ")
+    verb, *args = command.split()
     prm = pj.CallOpParam(True)
-    if verb == "stats":
-        phone.report_stats()
-        return
     if verb == "dial":
-        phone.new_call(Call(phone)).makeCall(f"sip:{arg}@{server}", prm)
+        phone.new_call(Call(phone)).makeCall(f"sip:{args[0]}@{server}", prm)
         return
-    call = phone.call
+    if verb == "xfer_replaces":
+        first, second = pick(phone, args[0]), pick(phone, args[1])
+        if first is not None and second is not None:
+            first.xferReplaces(second, prm)
+        return
+    index = args[1:2] if verb == "xfer" else args[:1]  # the call's number, when given
+    if verb == "stats":
+        phone.report_stats(pick(phone, *index) if phone.calls else None)
+        return
+    call = pick(phone, *index)
     if call is None:
-        phone.reporter.event("error", message=f"{verb}: no call")
-    elif verb == "answer":
+        return
+    if verb == "answer":
         prm.statusCode = 200
         call.answer(prm)
     elif verb == "hold":
@@ -176,6 +209,19 @@ def execute(command: str, phone: Phone, server: str) -> None:
         call.reinvite(prm)
     elif verb == "hangup":
         call.hangup(prm)
+    elif verb == "xfer":
+        call.xfer(f"sip:{args[0]}@{server}", prm)
+    else:
+        phone.reporter.event("error", message=f"{command}: unknown command")
+
+
+def pick(phone: Phone, index: str | None = None) -> Call | None:
+    """Call number `index`, or the latest call; an `error` event if there is no such call."""
+    try:
+        return phone.calls[int(index)] if index is not None else phone.calls[-1]
+    except (IndexError, ValueError):
+        phone.reporter.event("error", message=f"no call {index or ''}".strip())
+        return None
 
 
 def read_commands(commands: queue.Queue[str]) -> None:
@@ -202,7 +248,7 @@ def main() -> None:
             execute(command, phone, server)
         except pj.Error as error:
             reporter.event("error", message=f"{command}: {error.info()}")
-    phone.call = None  # a Call deleted after libDestroy() trips an assertion in pjsua
+    phone.calls.clear()  # a Call deleted after libDestroy() trips an assertion in pjsua
     phone.shutdown()
     ep.libDestroy()
 

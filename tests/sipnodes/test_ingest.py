@@ -21,9 +21,11 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sipnodes import features_services
 from sipnodes.engine.events import (
     STREAM_KEY,
     CallData,
+    CallSettingsData,
     CdrData,
     CrashData,
     Event,
@@ -37,7 +39,7 @@ from sipnodes.ingest.batch import ingest_batch
 from sipnodes.ingest.consumer import DEAD_LETTER_KEY, IngestConsumer
 from sipnodes.ingest.parse import CDR_TIME_COLUMNS, cdr_columns, parse_entry
 from sipnodes.models import Cdr as CdrRow
-from sipnodes.models import VirtualServer
+from sipnodes.models import LocalUser, VirtualServer
 from tenants.models import User
 from tests.factories import SAMPLE_T0 as T0
 from tests.factories import sample_cdr_event
@@ -120,6 +122,7 @@ def test_every_field_of_the_cdr_event_has_a_column():
         make_event(CallData("c@h", "100", "101", "answered"), 7, T0),
         status_event(7, T0, "started", 2),
         make_event(CrashData(pid=4), 7, T0),
+        make_event(CallSettingsData("100", True, "", "101", "", "", T0), 7, T0),
     ],
     ids=lambda e: e.type,
 )
@@ -330,6 +333,124 @@ def test_a_bad_entry_is_reported_and_does_not_stop_the_good_ones(server):
     assert CdrRow.objects.count() == 1
     [bad] = result.bad
     assert bad.entry_id == b"2-0" and "server_id" in bad.error
+
+
+# ---- call settings changed from a phone ---------------------------------------------
+
+
+def call_settings_event(
+    server_id: int, changed: float, user: str = "100", **settings: object
+) -> Event:
+    """What the worker sends after a feature code: the user's whole DND and forwarding."""
+    values = {
+        "dnd": False,
+        "forward_unconditional": "",
+        "forward_busy": "",
+        "forward_no_answer": "",
+        "forward_unreachable": "",
+    }
+    data = CallSettingsData(user=user, changed=changed, **(values | settings))
+    return make_event(data, server_id, changed)
+
+
+def call_settings(server: VirtualServer, number: str = "100") -> tuple:
+    user = LocalUser.objects.get(server=server, number=number)
+    return (
+        user.dnd,
+        user.forward_unconditional,
+        user.forward_busy,
+        user.forward_no_answer,
+        user.forward_unreachable,
+        user.call_settings_changed,
+    )
+
+
+def test_a_phones_dnd_and_forwarding_reach_the_database(server, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        result = ingest_batch(
+            entries(call_settings_event(server.pk, T0, dnd=True, forward_no_answer="101"))
+        )
+    # The worker made the change itself; its config is rendered again (one apply_server),
+    # so that a restart later does not forget it.
+    assert len(callbacks) == 1
+    assert result.by_type[EventType.CALL_SETTINGS] == 1 and result.unknown_user == 0
+    assert call_settings(server) == (True, "", "", "101", "", at(T0))
+
+
+def test_the_newest_change_wins_whatever_the_order_they_are_read_in(server):
+    ingest_batch(
+        entries(
+            call_settings_event(server.pk, T0 + 2, forward_busy="102"),
+            call_settings_event(server.pk, T0 + 1, dnd=True),
+        )
+    )
+    assert call_settings(server) == (False, "", "102", "", "", at(T0 + 2))
+    ingest_batch(entries(call_settings_event(server.pk, T0, forward_unconditional="101")))
+    assert call_settings(server) == (False, "", "102", "", "", at(T0 + 2))
+
+
+def test_a_phones_change_read_late_does_not_undo_a_newer_portal_change(server, tenant_a):
+    user = tenant_a.user
+    features_services.local_user_update_call_settings(
+        user=user,
+        seen_changed=None,
+        dnd=False,
+        forward_unconditional="102",
+        forward_busy="",
+        forward_no_answer="",
+        forward_unreachable="",
+        no_answer_seconds=20,
+        pickup_group=0,
+    )
+    user.refresh_from_db()
+    phone_before = user.call_settings_changed.timestamp() - 5
+    ingest_batch(entries(call_settings_event(server.pk, phone_before, dnd=True)))
+    assert call_settings(server) == (False, "102", "", "", "", user.call_settings_changed)
+
+    phone_after = user.call_settings_changed.timestamp() + 5
+    ingest_batch(entries(call_settings_event(server.pk, phone_after, dnd=True)))
+    assert call_settings(server) == (True, "", "", "", "", at(phone_after))
+
+
+def test_a_call_settings_batch_replayed_changes_nothing(server, django_capture_on_commit_callbacks):
+    batch = entries(call_settings_event(server.pk, T0, dnd=True, forward_busy="101"))
+    first = ingest_batch(batch)
+    before = list(LocalUser.objects.values().order_by("pk"))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        second = ingest_batch(batch)
+    assert first == second and callbacks == []
+    assert list(LocalUser.objects.values().order_by("pk")) == before
+
+
+def test_a_user_deleted_since_is_counted_and_skipped(server, tenant_b):
+    result = ingest_batch(
+        entries(
+            call_settings_event(server.pk, T0, user="555", dnd=True),
+            call_settings_event(server.pk, T0 + 1, user="555"),
+            call_settings_event(server.pk, T0, dnd=True),
+        )
+    )
+    assert (result.unknown_user, result.by_type[EventType.CALL_SETTINGS], result.bad) == (2, 3, ())
+    assert call_settings(server)[0] is True
+    assert call_settings(tenant_b.server)[0] is False  # same number, another server
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"forward_busy": "+8610"}, "forward_busy '+8610' is not a number"),
+        ({"forward_unreachable": "1" * 33}, "forward_unreachable"),
+        ({"user": ""}, "user is empty"),
+        ({"user": "1" * 33}, "user"),
+    ],
+)
+def test_call_settings_the_portal_cannot_store_go_to_the_dead_letters(server, changes, message):
+    event = call_settings_event(server.pk, T0, **changes)
+    with pytest.raises(MalformedEvent, match=re.escape(message)):
+        parse_entry(entry(event)[1])
+    [bad] = ingest_batch(entries(event)).bad
+    assert message in bad.error
+    assert call_settings(server)[5] is None
 
 
 # ---- the consumer, against Redis ---------------------------------------------------

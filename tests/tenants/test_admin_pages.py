@@ -143,3 +143,63 @@ def test_callback_port_outside_the_range_is_refused(owner_client, tenant_a):
     assert "choose a port in 16000-16999" in html
     server = VirtualServer.objects.get(pk=tenant_a.server.pk)
     assert server.callback_app_server_address == "127.0.0.1"
+
+
+def post_callback(client, server, **values):
+    data = {"app_server_address": "127.0.0.1", "port": server.callback_port, "default_caller": ""}
+    url = reverse("tenants:server-callback", args=[server.pk])
+    return client.post(url, {**data, **values})
+
+
+def test_a_generated_callback_secret_is_shown_once_then_masked(owner_client, tenant_a):
+    server = tenant_a.server
+    url = reverse("tenants:server-callback", args=[server.pk])
+    html = owner_client.get(url).content.decode()
+    assert "Shared secret: none" in html and "Remove the secret" not in html
+
+    html = post_callback(owner_client, server, secret_action="generate").content.decode()
+    secret = re.search(r'id="issued-secret">([0-9a-f]{64})<', html).group(1)
+    server.refresh_from_db()
+    assert server.callback_secret == secret
+
+    html = owner_client.get(url).content.decode()
+    assert secret not in html and "it is not shown again" in html
+    assert "Keep the current secret" in html and "Remove the secret" in html
+    post_callback(owner_client, server, default_caller="8000")  # no choice: kept
+    server.refresh_from_db()
+    assert (server.callback_secret, server.callback_default_caller) == (secret, "8000")
+
+    assert post_callback(owner_client, server, secret_action="clear").status_code == 302
+    server.refresh_from_db()
+    assert server.callback_secret == ""
+
+
+def test_a_pasted_callback_secret_is_checked_and_never_shown_back(owner_client, tenant_a):
+    server = tenant_a.server
+    pasted = "My-AS-secret-0123456789"
+    html = post_callback(
+        owner_client, server, secret_action="paste", new_secret=pasted, port=5060
+    ).content.decode()
+    assert "choose a port in 16000-16999" in html and pasted not in html
+    html = post_callback(owner_client, server, secret_action="paste").content.decode()
+    assert "Enter the secret to use" in html
+    html = post_callback(
+        owner_client, server, secret_action="paste", new_secret="short one"
+    ).content.decode()
+    assert "Use 16 to 128 letters" in html
+    server.refresh_from_db()
+    assert server.callback_secret == ""
+
+    response = post_callback(owner_client, server, secret_action="paste", new_secret=pasted)
+    assert response.status_code == 302
+    server.refresh_from_db()
+    assert server.callback_secret == pasted
+
+
+def test_the_application_server_address_must_be_an_ip_address(owner_client, tenant_a):
+    server = tenant_a.server
+    html = post_callback(owner_client, server, app_server_address="as.example.com").content.decode()
+    assert "Enter a valid IPv4 or IPv6 address" in html
+    assert post_callback(owner_client, server, app_server_address="2001:db8::5").status_code == 302
+    server.refresh_from_db()
+    assert server.callback_app_server_address == "2001:db8::5"

@@ -3,9 +3,19 @@
 import pytest
 from django.urls import reverse
 
-from sipnodes.models import LocalUser, VirtualServer
+from sipnodes import features_services
+from sipnodes.models import FeatureCode, HuntGroup, HuntGroupMember, LocalUser, VirtualServer
 from tenants import urls as tenant_urls
-from tests.factories import make_member
+from tests.factories import TenantWithServer, make_member
+
+
+def hunt_group(t: TenantWithServer) -> HuntGroup:
+    """The tenant's hunt group 600 (made the first time it is asked for)."""
+    group = HuntGroup.objects.filter(server=t.server, number="600").first()
+    return group or features_services.hunt_group_create(
+        server=t.server, number="600", name="Sales", mode="simultaneous", members=[t.user]
+    )
+
 
 # Every tenant-object URL, with the arguments it takes from a tenant's server and user.
 OBJECT_URLS = {
@@ -21,9 +31,22 @@ OBJECT_URLS = {
     "cdr-export": lambda t: [t.server.pk, "failed"],
     "live-calls": lambda t: [t.server.pk],
     "live-calls-events": lambda t: [t.server.pk],
+    "user-call-settings": lambda t: [t.server.pk, t.user.pk],
+    "hunt-group-list": lambda t: [t.server.pk],
+    "hunt-group-create": lambda t: [t.server.pk],
+    "hunt-group-edit": lambda t: [t.server.pk, hunt_group(t).pk],
+    "hunt-group-delete": lambda t: [t.server.pk, hunt_group(t).pk],
+    "feature-codes": lambda t: [t.server.pk],
 }
 # Pages that only show: a POST to them is refused before anything is looked up (405).
-READ_ONLY_URLS = {"server-detail", "cdr-table", "cdr-export", "live-calls", "live-calls-events"}
+READ_ONLY_URLS = {
+    "server-detail",
+    "cdr-table",
+    "cdr-export",
+    "live-calls",
+    "live-calls-events",
+    "hunt-group-list",
+}
 # The account page takes no id: it shows the member's own tenant (tests/tenants/test_i18n.py).
 NOT_OBJECT_URLS = {"signup", "verify-email", "server-list", "account", "set-language"}
 
@@ -37,6 +60,9 @@ def snapshot() -> list:
     return [
         list(VirtualServer.objects.order_by("pk").values()),
         list(LocalUser.objects.order_by("pk").values()),
+        list(HuntGroup.objects.order_by("pk").values()),
+        list(HuntGroupMember.objects.order_by("pk").values()),
+        list(FeatureCode.objects.order_by("pk").values()),
     ]
 
 
@@ -47,7 +73,18 @@ def test_a_member_of_a_gets_404_for_b_objects(client, tenant_a, tenant_b, name, 
     url = reverse(f"tenants:{name}", args=OBJECT_URLS[name](tenant_b))
     before = snapshot()
     assert client.get(url).status_code in {404, 405}
-    post = client.post(url, {"name": "pwned", "number": "666", "port": 0})
+    post = client.post(
+        url,
+        {
+            "name": "pwned",
+            "number": "666",
+            "port": 0,
+            "secret_action": "generate",
+            "dnd": "on",
+            "reset": "1",
+            "members": "100",
+        },
+    )
     assert post.status_code == (405 if name in READ_ONLY_URLS else 404)
     assert snapshot() == before
 
@@ -80,6 +117,16 @@ def test_a_viewer_cannot_change_anything(viewer_client, tenant_a, name):
             "prompt_language": "en",
             "port": 0,
             "app_server_address": "",
+            "secret_action": "generate",
+            "dnd": "on",
+            "no_answer_seconds": 20,
+            "pickup_group": 0,
+            "mode": "simultaneous",
+            "members": "100",
+            "ring_seconds": 15,
+            "timeout": 60,
+            "dnd_on": "*55",
+            "reset": "1",
         },
     )
     assert response.status_code == (405 if name in READ_ONLY_URLS else 403)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.support import missing
+from tests.support import free_port, missing, wait_until
 
 from .processes import REDIS_URL, WorkerProcess, cleanup_server
 
@@ -41,3 +41,20 @@ def start_worker(tmp_path: Path, redis_client: redis.Redis) -> Iterator[Any]:
     for w in workers:
         w.stop()
         cleanup_server(redis_client, w.server_id, w.server_uid)
+
+
+@pytest.fixture
+def callback_worker(start_worker: Any) -> Any:
+    """Starts a worker whose call-back port is open to an AS at 127.0.0.1."""
+
+    def start(**callback):
+        port = free_port()
+        worker = start_worker(
+            listen={"callback_port": port},
+            callback={"app_server_address": "127.0.0.1", "port": port, **callback},
+        )
+        assert wait_until(lambda: "call-back service listening" in worker.log(), 5.0), worker.log()
+        worker.callback_port = port
+        return worker
+
+    return start

@@ -69,10 +69,11 @@ BASE: dict[str, Any] = {
 }
 
 
-def config_dict(users: list[str] | None = None, **overrides: Any) -> dict[str, Any]:
+def config_dict(users: list[Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """The test config; `users`: numbers (password "pw<number>"), or whole user entries."""
     data = copy.deepcopy(BASE)
     numbers = users if users is not None else ["100", "101", "102", "103", "104", "105", "106"]
-    data["users"] = [user_entry(n) for n in numbers]
+    data["users"] = [n if isinstance(n, dict) else user_entry(n) for n in numbers]
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key].update(value)
@@ -247,6 +248,55 @@ class Phone:
         final = self.take()[-1]
         assert isinstance(final, Response)
         return final
+
+    def dial(
+        self,
+        number: str,
+        now: float,
+        *,
+        call_id: str,
+        from_tag: str = "atag",
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> Request:
+        """An INVITE to `number`, sent again with credentials after the server's 407.
+
+        Returns the authorized INVITE; what the server answered it is in the inbox.
+        """
+        ruri, to = f"sip:{number}@{REALM}", f"<sip:{number}@{REALM}>"
+        options: dict[str, Any] = {"call_id": call_id, "from_tag": from_tag, "to": to}
+        first = self.request("INVITE", ruri, body=body, headers=headers, **options)
+        self.send(first, now)
+        challenge = self.take()[-1]
+        assert isinstance(challenge, Response) and challenge.code == 407
+        ack = self.request(
+            "ACK",
+            ruri,
+            call_id=call_id,
+            from_tag=from_tag,
+            to=challenge.headers["To"],
+            cseq=first.cseq.sequence,
+            branch=first.via[0].parameters["branch"],
+        )
+        self.send(ack, now)
+        invite = self.request("INVITE", ruri, body=body, headers=headers, **options)
+        self.authorize(
+            invite, challenge.headers.getlist("Proxy-Authenticate")[0], "Proxy-Authorization"
+        )
+        self.send(invite, now)
+        return invite
+
+    def ack(self, ok: Response, invite: Request, now: float) -> None:
+        """The ACK of a 2xx to `invite` (a request of its own, to the 2xx's Contact)."""
+        ack = self.request(
+            "ACK",
+            str(ok.contact[0].uri),
+            call_id=invite.call_id,
+            from_tag=invite.from_address.tag,
+            to=ok.headers["To"],
+            cseq=invite.cseq.sequence,
+        )
+        self.send(ack, now)
 
     def respond(
         self,

@@ -157,6 +157,7 @@ class Sipp:
         self.tmp = tmp
         self.background: list[subprocess.Popen[bytes]] = []
         self.count = 0
+        self.runs: dict[int, int] = {}  # a background SIPp's pid -> the number of its files
 
     def _args(self, scenario: str, port: int, target: str | None, extra: list[str]) -> list[str]:
         self.count += 1
@@ -213,13 +214,20 @@ class Sipp:
             ["-inf", str(csv), "-m", str(len(users))] + (extra or []),
         )
         proc = subprocess.run(args, cwd=self.tmp, capture_output=True, timeout=timeout)
-        n = self.count
+        return proc.returncode, self._output(self.count)
+
+    def _output(self, n: int) -> str:
+        """What run `n` logged (`<log>` actions) and its errors."""
         text = ""
         for suffix in ("log", "err"):
             p = self.tmp / f"sipp{n}.{suffix}"
             if p.exists():
                 text += p.read_text(errors="replace")
-        return proc.returncode, text
+        return text
+
+    def output(self, proc: subprocess.Popen[bytes]) -> str:
+        """What a SIPp started in the background has logged so far, and its errors."""
+        return self._output(self.runs[proc.pid])
 
     def register(
         self,
@@ -250,6 +258,7 @@ class Sipp:
             args, cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         self.background.append(proc)
+        self.runs[proc.pid] = self.count
         return proc
 
     def start_uas(
@@ -260,6 +269,7 @@ class Sipp:
             args, cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         self.background.append(proc)
+        self.runs[proc.pid] = self.count
         wait_for(lambda: listening(port), 10, f"SIPp ({scenario}) to listen on port {port}")
         return proc
 

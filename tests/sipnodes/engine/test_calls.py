@@ -21,45 +21,12 @@ class Scene(Pbx):
         self.engine.events.clear()
 
     def invite(self, number="101", now=T0 + 1, body=SDP_A, headers=None):
-        a = self.a
         self.call_id = f"call-{number}"
         self.tag = "atag"
-        first = a.request(
-            "INVITE",
-            f"sip:{number}@{REALM}",
-            call_id=self.call_id,
-            from_tag=self.tag,
-            to=f"<sip:{number}@{REALM}>",
-            body=body,
-            headers=headers,
+        self.inv = self.a.dial(
+            number, now, call_id=self.call_id, from_tag=self.tag, body=body, headers=headers
         )
-        a.send(first, now)
-        challenge = a.take()[-1]
-        assert challenge.code == 407
-        ack = a.request(
-            "ACK",
-            f"sip:{number}@{REALM}",
-            call_id=self.call_id,
-            from_tag=self.tag,
-            to=challenge.headers["To"],
-            cseq=first.cseq.sequence,
-            branch=first.via[0].parameters["branch"],
-        )
-        a.send(ack, now)
-        self.inv = a.request(
-            "INVITE",
-            f"sip:{number}@{REALM}",
-            call_id=self.call_id,
-            from_tag=self.tag,
-            to=f"<sip:{number}@{REALM}>",
-            body=body,
-            headers=headers,
-        )
-        a.authorize(
-            self.inv, challenge.headers.getlist("Proxy-Authenticate")[0], "Proxy-Authorization"
-        )
-        a.send(self.inv, now)
-        return [m.code for m in a.take()]
+        return [m.code for m in self.a.take()]
 
     def callee_invite(self):
         [inv] = [m for m in self.b.take() if getattr(m, "method", "") == "INVITE"]

@@ -53,6 +53,38 @@ def test_the_server_uid_keys_the_live_state_and_falls_back_to_the_id():
         (lambda d: d.update(server_uid=""), "server_uid: expected a non-empty string"),
         (lambda d: d.update(server_uid="a:b"), "server_uid: expected a non-empty string"),
         (lambda d: d.update(server_uid=7), "server_uid: expected a string"),
+        (
+            lambda d: d["users"][0].update(forwarding={"busy": "sales"}),
+            "users[0].forwarding.busy: expected digits",
+        ),
+        (
+            lambda d: d.update(hunt_groups=[{"number": "101", "members": ["100"]}]),
+            "hunt_groups[0].number: 101 is already taken",
+        ),
+        (
+            lambda d: d.update(hunt_groups=[{"number": "600", "mode": "random"}]),
+            "hunt_groups[0].mode: expected one of",
+        ),
+        (
+            lambda d: d.update(feature_codes={"dnd_on": "78"}),
+            "feature_codes.dnd_on: expected * or #",
+        ),
+        (
+            lambda d: d.update(feature_codes={"group_pickup": "*9"}),
+            "feature_codes.group_pickup: *9 is the start of the code of forward_unconditional",
+        ),
+        (
+            lambda d: d["callback"].update(app_server_address="as.example.com"),
+            "callback.app_server_address: expected an IP address or nothing",
+        ),
+        (
+            lambda d: d["callback"].update(secret="too short"),
+            "callback.secret: expected 16-128 visible ASCII characters",
+        ),
+        (
+            lambda d: d["callback"].update(default_caller="*78"),
+            "callback.default_caller: expected a number",
+        ),
     ],
 )
 def test_errors_name_the_field(mutate, message):
@@ -62,6 +94,15 @@ def test_errors_name_the_field(mutate, message):
         parse_config(data)
     assert str(err.value).startswith("config error: ")
     assert message in str(err.value)
+
+
+def test_the_callback_settings_are_read_in_the_form_they_are_compared_in():
+    data = config_dict(callback={"app_server_address": "::FFFF:7F00:1", "secret": "x" * 16})
+    callback = parse_config(data).callback
+    assert (callback.app_server_address, callback.secret) == ("127.0.0.1", "x" * 16)
+    data = config_dict(callback={"app_server_address": "2001:DB8::1"})
+    assert parse_config(data).callback.app_server_address == "2001:db8::1"
+    assert parse_config(config_dict(callback={"app_server_address": ""})).callback.port == 0
 
 
 def test_unreadable_and_non_json_files(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from sipnodes.engine.events import (
     CallData,
+    CallSettingsData,
     CdrData,
     CrashData,
     Event,
@@ -29,6 +30,9 @@ EVENTS = {
     "call": make_event(CallData("c1@127.0.0.1", "100", "101", "ringing"), 7, SAMPLE_T0),
     "status": make_event(StatusData("stopped", "Acme PBX", 3, 1), 7, SAMPLE_T0 + 0.125),
     "crash": make_event(CrashData(pid=991), 7, SAMPLE_T0),
+    "call settings": make_event(
+        CallSettingsData("100", True, "", "201", "", "", SAMPLE_T0), 7, SAMPLE_T0
+    ),
 }
 
 
