@@ -10,7 +10,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminDateWidget
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse
@@ -22,8 +22,17 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from config.timezones import zoned_datetime
-from sipnodes import selectors, services
-from sipnodes.models import Cdr, EditionPolicy, LocalUser, PortAllocation, SipHost, VirtualServer
+from sipnodes import branch_services, selectors, services, trunk_services
+from sipnodes.models import (
+    Cdr,
+    EditionPolicy,
+    LocalUser,
+    PortAllocation,
+    SipHost,
+    Trunk,
+    TrunkDid,
+    VirtualServer,
+)
 
 # The server fields an operator edits on its page, besides SYSTEM_SETTINGS.
 CALLBACK_FIELDS = ("callback_app_server_address", "callback_default_caller")
@@ -47,6 +56,12 @@ class SipHostAdmin(admin.ModelAdmin):
     list_display = ("name", "public_address", "agent", "last_seen_at", "status_detail")
     search_fields = ("name", "public_address")
     readonly_fields = ("last_seen_at", "status_detail")
+
+    def save_model(self, request: HttpRequest, obj: SipHost, form: Any, change: bool) -> None:
+        """Branch network trunks to the host's servers follow a new public address."""
+        super().save_model(request, obj, form, change)
+        if change and "public_address" in form.changed_data:
+            branch_services.host_address_changed(host=obj)
 
     @admin.display(description=gettext_lazy("node agent"))
     def agent(self, host: SipHost) -> str:
@@ -348,3 +363,72 @@ class EditionPolicyAdmin(admin.ModelAdmin):
 
     list_display = ("edition", "cdr_retention_days")
     list_editable = ("cdr_retention_days",)
+
+
+class TrunkDidInline(admin.TabularInline):
+    model = TrunkDid
+    fields = ("number", "user")
+    readonly_fields = ("number", "user")
+    extra = 0
+
+    def has_add_permission(self, request: HttpRequest, obj: Trunk | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Trunk | None = None) -> bool:
+        return False
+
+
+@admin.register(Trunk)
+class TrunkAdmin(admin.ModelAdmin):
+    """Read-only but for deleting: tenants set trunks up in their pages. The password is
+    not a field of any form (`editable=False`), and is shown only as set or not set."""
+
+    list_display = ("name", "server", "address", "port", "transport", "mode", "state")
+    list_filter = ("mode", "state", "transport")
+    search_fields = ("name", "address", "server__name")
+    list_select_related = ("server",)
+    fields = (
+        "server",
+        "name",
+        "address",
+        "port",
+        "transport",
+        "mode",
+        "username",
+        "auth_username",
+        "password_set",
+        "realm",
+        "expires",
+        "caller_id",
+        "caller_prefix",
+        "inbound",
+        "default_user",
+        "branch_network",
+        "state",
+        "state_reason",
+        "state_at",
+        "last_attempt_at",
+        "next_attempt_at",
+    )
+    readonly_fields = fields
+    inlines = [TrunkDidInline]
+
+    @admin.display(description=gettext_lazy("password"))
+    def password_set(self, trunk: Trunk) -> str:
+        return _("set") if trunk.has_password else _("not set")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Trunk | None = None) -> bool:
+        return False
+
+    def delete_model(self, request: HttpRequest, obj: Trunk) -> None:
+        try:
+            trunk_services.trunk_delete(trunk=obj)
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Trunk]) -> None:
+        for trunk in queryset.select_related("server__host"):
+            self.delete_model(request, trunk)

@@ -1,3 +1,4 @@
+import re
 import uuid
 from datetime import timedelta
 
@@ -31,6 +32,32 @@ callback_secret_format = RegexValidator(
 feature_code_chars = RegexValidator(
     r"^[*#][0-9*#]*$", _("Start with * or #, then use digits, * and # only.")
 )
+# A SIP account name or realm, as the worker puts it in a quoted digest parameter:
+# printable ASCII without quotes or backslashes (and, for names, without spaces).
+sip_name_chars = RegexValidator(
+    r"^[!#-\[\]-~]*$", _("Use letters, digits and punctuation marks, without spaces or quotes.")
+)
+sip_realm_chars = RegexValidator(
+    r"^[ !#-\[\]-~]*$", _("Use letters, digits, spaces and punctuation marks, without quotes.")
+)
+# A DNS host name (RFC 1123 labels, at least one dot or a single label such as
+# "localhost"); IP addresses are checked by `validate_ipv46_address` first.
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$"
+)
+
+
+def validate_host_address(value: str) -> None:
+    """An IP address or a DNS host name: what the worker can send a SIP request to."""
+    try:
+        validate_ipv46_address(value)
+    except ValidationError:
+        # All digits and dots is a mistyped IPv4 address, not a host name.
+        if not _HOST_NAME.match(value) or re.fullmatch(r"[0-9.]+", value):
+            raise ValidationError(
+                _("Enter an IP address or a host name such as sip.example.com."),
+                code="invalid",
+            ) from None
 
 
 class SipHost(models.Model):
@@ -204,6 +231,16 @@ class VirtualServer(models.Model):
     # CDR options.
     cdr_failed_calls = models.BooleanField(_("generate failed-call CDR"), default=True)
     cdr_realtime_display = models.BooleanField(_("real-time display"), default=True)
+
+    # The trunk the out-group prefix reaches (docs/trunks.md); none: those calls fail.
+    external_line = models.ForeignKey(
+        "Trunk",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("external line"),
+    )
 
     # Call-back (IIF) service.
     callback_app_server_address = models.CharField(
@@ -575,6 +612,389 @@ class FeatureCode(models.Model):
 
     def __str__(self) -> str:
         return f"{self.feature}={self.code}"
+
+
+TRUNK_PORTS = range(1, 65536)
+TRUNK_EXPIRES_SECONDS = range(60, 86401)
+CALL_LEVELS = range(0, 10)  # a local user's call level, and what a dial-plan rule requires
+
+
+class Trunk(models.Model):
+    """An upstream SIP server a virtual server sends calls to and takes calls from: an
+    ITSP, a PSTN gateway, or another virtual server (docs/trunks.md).
+
+    The password is kept because the worker must answer the upstream's digest challenges
+    with it, so it cannot be a digest; it is not editable through any model form, is never
+    shown once saved, and is rendered only into the worker's config of a registering trunk.
+    """
+
+    class Transport(models.TextChoices):
+        UDP = "UDP", _("UDP")
+        TCP = "TCP", _("TCP")
+
+    class Mode(models.TextChoices):
+        REGISTER = "register", _("Registration: the server registers with the upstream")
+        IP_TRUST = "ip_trust", _("IP trust: the upstream knows the server by its address")
+
+    class State(models.TextChoices):
+        """What the worker last reported about the trunk's registration."""
+
+        UNKNOWN = "unknown", _("Not reported yet")
+        REGISTERED = "registered", _("Registered")
+        FAILING = "failing", _("Failing")
+        UNREGISTERED = "unregistered", _("Not registered")
+
+    class Inbound(models.TextChoices):
+        """Where the worker lets calls from the trunk go (`engine.config.Trunk.inbound`)."""
+
+        DIDS = "dids", _("Its DIDs and default user only")
+        LOCAL = "local", _("Also any local user or hunt group, by its number")
+        TRANSIT = "transit", _("This server's dial plan, other trunks included")
+
+    server = models.ForeignKey(
+        VirtualServer,
+        on_delete=models.CASCADE,
+        related_name="trunks",
+        verbose_name=_("virtual SIP server"),
+    )
+    name = models.CharField(_("name"), max_length=80)
+    address = models.CharField(
+        _("address"),
+        max_length=253,
+        validators=[validate_host_address],
+        help_text=_("The upstream's IP address or host name"),
+    )
+    port = models.PositiveIntegerField(
+        _("port"),
+        default=5060,
+        validators=[MinValueValidator(TRUNK_PORTS.start), MaxValueValidator(TRUNK_PORTS[-1])],
+    )
+    transport = models.CharField(
+        _("transport"), max_length=3, choices=Transport.choices, default=Transport.UDP
+    )
+    mode = models.CharField(
+        _("authentication"), max_length=10, choices=Mode.choices, default=Mode.REGISTER
+    )
+    username = models.CharField(
+        _("user name"),
+        max_length=64,
+        blank=True,
+        validators=[sip_name_chars],
+        help_text=_("The account at the upstream (registration only)"),
+    )
+    auth_username = models.CharField(
+        _("authentication user name"),
+        max_length=64,
+        blank=True,
+        validators=[sip_name_chars],
+        help_text=_("Only if the upstream gave one that differs from the user name"),
+    )
+    password = models.CharField(_("password"), max_length=128, blank=True, editable=False)
+    realm = models.CharField(
+        _("realm"),
+        max_length=100,
+        blank=True,
+        validators=[sip_realm_chars],
+        help_text=_("Only if the upstream told you one; empty: the realm the upstream names"),
+    )
+    expires = models.PositiveIntegerField(
+        _("registration expiry (seconds)"),
+        default=3600,
+        validators=[
+            MinValueValidator(TRUNK_EXPIRES_SECONDS.start),
+            MaxValueValidator(TRUNK_EXPIRES_SECONDS[-1]),
+        ],
+    )
+    caller_id = models.CharField(
+        _("caller number presented"),
+        max_length=32,
+        blank=True,
+        validators=[optional_digits],
+        help_text=_("The number the upstream sees on outbound calls; empty: the caller's own"),
+    )
+    default_user = models.ForeignKey(
+        LocalUser,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("default user"),
+        help_text=_("Rings for inbound calls to a number that is no DID; none: refused"),
+    )
+    caller_prefix = models.CharField(
+        _("caller number prefix"),
+        max_length=32,
+        blank=True,
+        validators=[optional_digits],
+        help_text=_(
+            "Put before the caller's own number on outbound calls, so that the far end can "
+            "call back through its own trunk (a branch's prefix); empty: nothing is added"
+        ),
+    )
+    inbound = models.CharField(
+        _("inbound calls may reach"),
+        max_length=8,
+        choices=Inbound.choices,
+        default=Inbound.DIDS,
+        help_text=_(
+            "Only choose local numbers or the dial plan for a trunk to another server of yours: "
+            "whoever sends calls on the trunk can then reach those numbers"
+        ),
+    )
+    # Set when a branch network made the trunk: it is then changed only through the network.
+    branch_network = models.ForeignKey(
+        "BranchNetwork",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="trunks",
+        verbose_name=_("branch network"),
+    )
+    # The network's server this trunk points at: its address and SIP port follow that
+    # server's (`branch_services.server_address_changed`).
+    branch_peer = models.ForeignKey(
+        VirtualServer,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+        verbose_name=_("points at server"),
+    )
+    # Written by ingest from the worker's `trunk` events, newest first (`state_at`).
+    state = models.CharField(
+        _("state"), max_length=12, choices=State.choices, default=State.UNKNOWN, editable=False
+    )
+    state_reason = models.CharField(_("why"), max_length=255, blank=True, editable=False)
+    state_at = models.DateTimeField(
+        _("state as of"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("Time of the event that set the state, or of the change that reset it"),
+    )
+    last_attempt_at = models.DateTimeField(_("last attempt"), null=True, blank=True, editable=False)
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        ordering = ["server", "name"]
+        verbose_name = _("trunk")
+        verbose_name_plural = _("trunks")
+        constraints = [
+            models.UniqueConstraint(fields=["server", "name"], name="trunk_unique_name"),
+            models.CheckConstraint(
+                condition=models.Q(port__gte=TRUNK_PORTS.start, port__lte=TRUNK_PORTS[-1]),
+                name="trunk_port_range",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    expires__gte=TRUNK_EXPIRES_SECONDS.start,
+                    expires__lte=TRUNK_EXPIRES_SECONDS[-1],
+                ),
+                name="trunk_expires_range",
+            ),
+            # A registering trunk has an account to register.
+            models.CheckConstraint(
+                condition=models.Q(mode="ip_trust") | ~models.Q(username=""),
+                name="trunk_register_has_username",
+                violation_error_message=_("A registering trunk needs a user name."),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def registers(self) -> bool:
+        return self.mode == self.Mode.REGISTER
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password)
+
+
+class TrunkDid(models.Model):
+    """An inbound number of a trunk (a DID) and the local user it rings.
+
+    The server is kept beside the trunk so the database itself holds each number once
+    per server, whichever trunk it arrives on.
+    """
+
+    server = models.ForeignKey(
+        VirtualServer,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("virtual SIP server"),
+    )
+    trunk = models.ForeignKey(
+        Trunk, on_delete=models.CASCADE, related_name="dids", verbose_name=_("trunk")
+    )
+    number = models.CharField(_("number"), max_length=32, validators=[digits])
+    # Deleting the user deletes the DID: a call to it then goes to the default user.
+    user = models.ForeignKey(
+        LocalUser, on_delete=models.CASCADE, related_name="+", verbose_name=_("local user")
+    )
+
+    class Meta:
+        ordering = ["trunk", "number"]
+        verbose_name = _("DID")
+        verbose_name_plural = _("DIDs")
+        constraints = [
+            models.UniqueConstraint(fields=["server", "number"], name="trunkdid_unique_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.number} = {self.user_id}"
+
+
+class DialRule(models.Model):
+    """A dial-plan rule: numbers dialled with this prefix go this way (longest prefix
+    wins, before the server's own numbers; `sipnodes.engine.dialplan`)."""
+
+    class Route(models.TextChoices):
+        LOCAL_USER = "local_user", _("Local user")
+        SIP_TRUNK = "sip_trunk", _("SIP trunk")
+
+    server = models.ForeignKey(
+        VirtualServer,
+        on_delete=models.CASCADE,
+        related_name="dial_rules",
+        verbose_name=_("virtual SIP server"),
+    )
+    prefix = models.CharField(_("prefix"), max_length=32, validators=[digits])
+    route = models.CharField(
+        _("route"), max_length=10, choices=Route.choices, default=Route.SIP_TRUNK
+    )
+    # RESTRICT, not PROTECT: a trunk in use cannot be deleted alone (the service says why),
+    # but its server can, rules and all.
+    trunk = models.ForeignKey(
+        Trunk,
+        on_delete=models.RESTRICT,
+        null=True,
+        blank=True,
+        related_name="dial_rules",
+        verbose_name=_("trunk"),
+    )
+    strip = models.PositiveSmallIntegerField(
+        _("digits to strip"),
+        default=0,
+        validators=[MaxValueValidator(32)],
+        help_text=_("How many leading digits to remove from the dialled number"),
+    )
+    add = models.CharField(
+        _("digits to add"),
+        max_length=32,
+        blank=True,
+        validators=[optional_digits],
+        help_text=_("Put before the number once the digits are stripped"),
+    )
+    call_level = models.PositiveSmallIntegerField(
+        _("minimum call level"),
+        default=0,
+        validators=[MaxValueValidator(CALL_LEVELS[-1])],
+        help_text=_("Callers with a lower call level (0-9) are refused"),
+    )
+    # Set when a branch network made the rule: it is then changed only through the network.
+    branch_network = models.ForeignKey(
+        "BranchNetwork",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="dial_rules",
+        verbose_name=_("branch network"),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        ordering = ["server", "prefix"]
+        verbose_name = _("dial-plan rule")
+        verbose_name_plural = _("dial-plan rules")
+        constraints = [
+            models.UniqueConstraint(fields=["server", "prefix"], name="dialrule_unique_prefix"),
+            models.CheckConstraint(
+                condition=models.Q(route="sip_trunk", trunk__isnull=False)
+                | models.Q(route="local_user", trunk__isnull=True),
+                name="dialrule_trunk_iff_sip_trunk",
+                violation_error_message=_("Choose the trunk these calls go to."),
+            ),
+            models.CheckConstraint(
+                condition=models.Q(call_level__lte=CALL_LEVELS[-1]),
+                name="dialrule_call_level_0_9",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prefix} → {self.route}"
+
+
+class BranchNetwork(models.Model):
+    """Servers of one tenant that call each other by prefix through a trunk server
+    (docs/trunks.md, "Branch networks"). `branch_services` makes the trunks and rules
+    on every server from it; they point back here (`branch_network`) and go with it."""
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="branch_networks", verbose_name=_("tenant")
+    )
+    name = models.CharField(_("name"), max_length=80)
+    trunk_server = models.ForeignKey(
+        VirtualServer,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("trunk server"),
+        help_text=_("Every call between branches goes through this server"),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        ordering = ["tenant", "name"]
+        verbose_name = _("branch network")
+        verbose_name_plural = _("branch networks")
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="branchnetwork_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BranchNetworkMember(models.Model):
+    """A branch server of a network and the prefix the other branches dial it with."""
+
+    network = models.ForeignKey(
+        BranchNetwork,
+        on_delete=models.CASCADE,
+        related_name="members",
+        verbose_name=_("branch network"),
+    )
+    server = models.ForeignKey(
+        VirtualServer,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("branch server"),
+    )
+    prefix = models.CharField(_("prefix"), max_length=16, validators=[digits])
+
+    class Meta:
+        ordering = ["network", "prefix"]
+        verbose_name = _("branch")
+        verbose_name_plural = _("branches")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["network", "server"], name="branchmember_unique_server"
+            ),
+            models.UniqueConstraint(
+                fields=["network", "prefix"], name="branchmember_unique_prefix"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prefix} = {self.server_id}"
 
 
 class Cdr(models.Model):

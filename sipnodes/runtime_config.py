@@ -12,8 +12,9 @@ from sipnodes.features_selectors import (
     server_feature_codes,
     server_hunt_groups,
 )
-from sipnodes.models import LocalUser, VirtualServer
+from sipnodes.models import DialRule, LocalUser, Trunk, VirtualServer
 from sipnodes.selectors import server_local_users
+from sipnodes.trunk_selectors import server_dial_rules, server_trunks
 
 # The sockets a worker binds when it starts: a change to one of them needs a restart.
 # The call-back port is not among them: the worker re-binds it at a reload (SIGHUP).
@@ -73,7 +74,9 @@ def render_runtime_config(
             for group in server_hunt_groups(server=server)
         ],
         "feature_codes": dataclasses.asdict(server_feature_codes(server=server)),
-        "dial_plan": [],
+        "trunks": [_trunk(trunk) for trunk in server_trunks(server=server).order_by("pk")],
+        "dial_plan": [_rule(rule) for rule in server_dial_rules(server=server)],
+        "external_line": server.external_line_id,
         "callback": {
             "app_server_address": server.callback_app_server_address,
             "port": server.callback_port,
@@ -103,6 +106,41 @@ def _user(user: LocalUser) -> dict[str, Any]:
         # The worker keeps a phone's change newer than this over the config's.
         "settings_changed": changed.timestamp() if changed is not None else 0.0,
     }
+
+
+def _trunk(trunk: Trunk) -> dict[str, Any]:
+    """Credentials only for a trunk that registers: an IP-trust trunk's stored ones (kept
+    in case it registers again) are not the worker's business."""
+    registration = None
+    if trunk.registers:
+        registration = {
+            "user": trunk.username,
+            "auth_user": trunk.auth_username,
+            "password": trunk.password,
+            "realm": trunk.realm,
+            "expires": trunk.expires,
+        }
+    return {
+        "id": trunk.pk,
+        "name": trunk.name,
+        "address": trunk.address,
+        "port": trunk.port,
+        "transport": trunk.transport,
+        "registration": registration,
+        "caller_id": trunk.caller_id,
+        "caller_prefix": trunk.caller_prefix,
+        "inbound": trunk.inbound,
+        "dids": {did.number: did.user.number for did in trunk.dids.all()},
+        "default_user": trunk.default_user.number if trunk.default_user else "",
+    }
+
+
+def _rule(rule: DialRule) -> dict[str, Any]:
+    rendered: dict[str, Any] = {"prefix": rule.prefix, "route": rule.route}
+    if rule.trunk_id is not None:
+        rendered["trunk"] = rule.trunk_id
+    rendered |= {"strip": rule.strip, "add": rule.add, "call_level": rule.call_level}
+    return rendered
 
 
 def needs_restart(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:

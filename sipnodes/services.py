@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from sipnodes import features_services, ports, selectors
+from sipnodes import branch_services, features_services, ports, selectors
 from sipnodes.credentials import digest_ha1, random_sip_password
 from sipnodes.live_state import live_state_delete_on_commit
 from sipnodes.models import (
@@ -247,7 +247,9 @@ def server_restart(*, server: VirtualServer) -> None:
 @transaction.atomic
 def server_delete(*, server: VirtualServer) -> None:
     """Delete a server with its ports, users and CDRs; its host's agent removes the worker,
-    and its live state in Redis (registrations, calls in progress) goes on commit."""
+    and its live state in Redis (registrations, calls in progress) goes on commit. Its
+    branch networks forget it first, so that the other servers' workers are told."""
+    branch_services.server_leaving(server=server)
     apply_on_commit(server)
     live_state_delete_on_commit(server)
     server.delete()
@@ -290,6 +292,8 @@ def server_allocate_ports(*, server: VirtualServer, callback: bool) -> VirtualSe
     if callback:
         ports.record_allocation(server, PortAllocation.Purpose.CALLBACK, [callback_port])
     ports.record_allocation(server, PortAllocation.Purpose.MEDIA, media)
+    # The trunks other servers' branch networks have to it point at the new SIP port.
+    branch_services.server_address_changed(server=server)
     return server
 
 

@@ -6,10 +6,12 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import PasswordResetForm
 from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
 from config.timezones import is_time_zone, time_zone_names
+from sipnodes.branch_selectors import network_prefixes, tenant_servers
 from sipnodes.cdr_selectors import CdrFilter
 from sipnodes.cdr_texts import cause_choices
 from sipnodes.engine.config import FEATURES, FeatureCodes
@@ -17,19 +19,33 @@ from sipnodes.feature_texts import FEATURE_TEXTS
 from sipnodes.features_selectors import hunt_group_member_numbers, number_holder
 from sipnodes.features_services import CALL_SETTINGS
 from sipnodes.models import (
+    CALL_LEVELS,
     HUNT_TIMEOUT_SECONDS,
     NO_ANSWER_SECONDS,
     PICKUP_GROUPS,
     RING_SECONDS,
+    TRUNK_EXPIRES_SECONDS,
+    TRUNK_PORTS,
+    BranchNetwork,
+    BranchNetworkMember,
+    DialRule,
     HuntGroup,
     LocalUser,
+    Trunk,
     VirtualServer,
     callback_secret_format,
+    digits,
     feature_code_chars,
 )
 from sipnodes.selectors import server_local_users
 from sipnodes.services import SYSTEM_SETTINGS
-from tenants.models import User
+from sipnodes.trunk_selectors import (
+    dial_rule_warnings,
+    out_group_prefix_warnings,
+    server_own_trunks,
+    trunk_did_lines,
+)
+from tenants.models import Tenant, User
 
 
 def clean_time_zone_name(name: str) -> str:
@@ -91,7 +107,44 @@ class AccountForm(forms.Form):
         self.fields["time_zone"].disabled = not can_change
 
 
-class SystemSettingsForm(forms.ModelForm):
+class ConfirmWarningsMixin:
+    """A `confirm` box ("I understand") shown only once there is something to confirm:
+    a change with warnings is refused until it is ticked, the warnings shown on it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["confirm"] = forms.BooleanField(  # type: ignore[attr-defined]
+            label=_("I have read the warning and want this anyway"),
+            required=False,
+            widget=forms.HiddenInput,
+        )
+
+    def show_confirm(self) -> None:
+        self.fields["confirm"].widget = forms.CheckboxInput()  # type: ignore[attr-defined]
+
+    def warn(self, warnings: list[str]) -> None:
+        """Refuse the change with `warnings` unless the box is ticked; show the box."""
+        if warnings:
+            self.show_confirm()
+            if not self.cleaned_data.get("confirm"):  # type: ignore[attr-defined]
+                for warning in warnings:
+                    self.add_error("confirm", warning)  # type: ignore[attr-defined]
+
+    def add_error(self, field: str | None, error: Any) -> None:
+        """A service's refusal on `confirm` (a rule taken meanwhile) shows the box too."""
+        super().add_error(field, error)  # type: ignore[misc]
+        if "confirm" in self.errors:  # type: ignore[attr-defined]
+            self.show_confirm()
+
+
+class SystemSettingsForm(ConfirmWarningsMixin, forms.ModelForm):
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        prefix = cleaned.get("out_group_prefix")
+        if prefix and "out_group_prefix" in self.changed_data:
+            self.warn(out_group_prefix_warnings(server=self.instance, out_group_prefix=prefix))
+        return cleaned
+
     class Meta:
         model = VirtualServer
         fields = list(SYSTEM_SETTINGS)
@@ -300,6 +353,250 @@ class FeatureCodesForm(forms.Form):
                 initial=getattr(codes, feature),
                 validators=[feature_code_chars],
             )
+
+
+DID_LINE = re.compile(r"^\s*(?P<number>\S+?)\s*(?:=|\s)\s*(?P<user>\S+)\s*$")
+
+
+class TrunkForm(forms.ModelForm):
+    """A trunk with its DIDs, typed one `number = user` a line. The password is never
+    rendered: it is set, replaced by typing a new one, or cleared."""
+
+    password = forms.CharField(
+        label=_("Password"),
+        required=False,
+        strip=False,
+        max_length=128,
+        # Never rendered back, not even after an error in another field.
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}, render_value=False),
+    )
+    clear_password = forms.BooleanField(label=_("Remove the stored password"), required=False)
+    dids = forms.CharField(
+        label=_("DIDs"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": "85550100 = 100"}),
+        help_text=_(
+            "Inbound numbers of this trunk and the local user each rings, one a line, "
+            "for example 85550100 = 100."
+        ),
+    )
+
+    field_order = [
+        "name",
+        "address",
+        "port",
+        "transport",
+        "mode",
+        "username",
+        "auth_username",
+        "password",
+        "clear_password",
+        "realm",
+        "expires",
+        "caller_id",
+        "caller_prefix",
+        "inbound",
+        "dids",
+        "default_user",
+    ]
+
+    class Meta:
+        model = Trunk
+        fields = [
+            "name",
+            "address",
+            "port",
+            "transport",
+            "mode",
+            "username",
+            "auth_username",
+            "realm",
+            "expires",
+            "caller_id",
+            "caller_prefix",
+            "inbound",
+            "default_user",
+        ]
+        widgets = {
+            "transport": forms.RadioSelect,
+            "mode": forms.RadioSelect,
+            "inbound": forms.RadioSelect,
+        }
+
+    def __init__(self, *args: Any, server: VirtualServer, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.instance.server = server
+        # After the form field's own bounds (a positive integer's min 0), which it sets last.
+        self.fields["port"].widget.attrs.update(_bounds(TRUNK_PORTS))
+        self.fields["expires"].widget.attrs.update(_bounds(TRUNK_EXPIRES_SECONDS))
+        self.users = {user.number: user for user in server_local_users(server=server)}
+        default_user = self.fields["default_user"]
+        default_user.queryset = server_local_users(server=server)  # type: ignore[attr-defined]
+        default_user.empty_label = _("None: such calls are refused")  # type: ignore[attr-defined]
+        has_password = bool(self.instance.pk and self.instance.password)
+        self.fields["password"].help_text = (
+            _("Set; it is not shown again. Type a new one to replace it.")
+            if has_password
+            else _("Not set. Registration needs one.")
+        )
+        if has_password:
+            self.fields["password"].label = _("New password")
+        else:
+            del self.fields["clear_password"]
+        if self.instance.pk:
+            self.fields["dids"].initial = trunk_did_lines(trunk=self.instance)
+
+    def clean_dids(self) -> list[tuple[str, LocalUser]]:
+        dids = []
+        for line in self.cleaned_data["dids"].splitlines():
+            if not line.strip():
+                continue
+            match = DID_LINE.match(line)
+            if not match or not match["number"].isdigit():
+                raise forms.ValidationError(
+                    _("Write each DID as number = user, for example 85550100 = 100: %(line)s"),
+                    params={"line": line.strip()},
+                )
+            user = self.users.get(match["user"])
+            if user is None:
+                raise forms.ValidationError(
+                    _("This server has no local user %(numbers)s."),
+                    params={"numbers": match["user"]},
+                )
+            dids.append((match["number"], user))
+        return dids
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if cleaned.get("clear_password") and cleaned.get("password"):
+            self.add_error("password", _("Type a new password or remove the stored one, not both."))
+        return cleaned
+
+    def password_change(self) -> str | None:
+        """What the service is to do with the password: None keeps it, "" clears it."""
+        if self.cleaned_data.get("clear_password"):
+            return ""
+        return self.cleaned_data["password"] or (None if self.instance.pk else "")
+
+
+class ExternalLineForm(forms.Form):
+    """The trunk the out-group prefix reaches."""
+
+    external_line = forms.ModelChoiceField(
+        label=_("External line"),
+        queryset=Trunk.objects.none(),
+        required=False,
+        help_text=_("Numbers dialled with the out-group prefix go out on this trunk."),
+    )
+
+    def __init__(self, *args: Any, server: VirtualServer, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["external_line"]
+        field.queryset = server_own_trunks(server=server)  # type: ignore[attr-defined]
+        field.empty_label = _("None")  # type: ignore[attr-defined]
+        field.initial = server.external_line_id
+
+
+class DialRuleForm(ConfirmWarningsMixin, forms.ModelForm):
+    """A dial-plan rule; one that takes calls from local numbers or from the external line
+    is saved only once its warning has been seen and confirmed."""
+
+    class Meta:
+        model = DialRule
+        fields = ["prefix", "route", "trunk", "strip", "add", "call_level"]
+        widgets = {
+            "route": forms.RadioSelect,
+            "call_level": forms.NumberInput(attrs=_bounds(CALL_LEVELS)),
+        }
+
+    def __init__(self, *args: Any, server: VirtualServer, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.instance.server = server
+        self.server = server
+        trunk = self.fields["trunk"]
+        trunk.queryset = server_own_trunks(server=server)  # type: ignore[attr-defined]
+        trunk.help_text = _("For the SIP trunk route: where the calls go.")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if cleaned.get("route") == DialRule.Route.LOCAL_USER:
+            cleaned["trunk"] = None  # a rule to a local user goes to no trunk
+        if not self.errors:
+            self.warn(
+                dial_rule_warnings(
+                    server=self.server,
+                    prefix=cleaned["prefix"],
+                    route=cleaned["route"],
+                    strip=cleaned["strip"],
+                    add=cleaned["add"],
+                    call_level=cleaned["call_level"],
+                )
+            )
+        return cleaned
+
+
+class BranchNetworkForm(ConfirmWarningsMixin, forms.Form):
+    """A branch network: its trunk server, and a prefix for each server of the tenant
+    that is a branch. Only the tenant's servers are offered or taken (a field per
+    server), so no other tenant's server can be posted."""
+
+    PREFIX_FIELD = "prefix_%s"
+
+    name = forms.CharField(label=_("Name"), max_length=80)
+    trunk_server = forms.ModelChoiceField(
+        label=_("Trunk server"),
+        queryset=VirtualServer.objects.none(),
+        help_text=_(
+            "Every call between branches goes through this server. It is no branch itself."
+        ),
+    )
+
+    def __init__(
+        self, *args: Any, tenant: Tenant, network: BranchNetwork | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.servers = list(tenant_servers(tenant=tenant))
+        self.fields["trunk_server"].queryset = tenant_servers(  # type: ignore[attr-defined]
+            tenant=tenant
+        )
+        prefixes = network_prefixes(network=network) if network is not None else {}
+        if network is not None:
+            self.fields["name"].initial = network.name
+            self.fields["trunk_server"].initial = network.trunk_server_id
+        prefix = BranchNetworkMember._meta.get_field("prefix")
+        for server in self.servers:
+            self.fields[self.PREFIX_FIELD % server.pk] = forms.CharField(
+                label=server.name,
+                required=False,
+                max_length=prefix.max_length,
+                validators=[digits],
+                initial=prefixes.get(server.pk, ""),
+            )
+        # The confirm box (ConfirmWarningsMixin) last, after the prefixes.
+        self.fields["confirm"] = self.fields.pop("confirm")
+
+    def prefix_rows(self) -> list[tuple[VirtualServer, forms.BoundField]]:
+        """Each server of the tenant with its prefix field, for the form's table."""
+        return [(server, self[self.PREFIX_FIELD % server.pk]) for server in self.servers]
+
+    def members(self) -> list[tuple[VirtualServer, str]]:
+        """The branches: the servers given a prefix."""
+        found = []
+        for server in self.servers:
+            prefix = self.cleaned_data.get(self.PREFIX_FIELD % server.pk, "")
+            if prefix:
+                found.append((server, prefix))
+        return found
+
+    def add_error(self, field: str | None, error: Any) -> None:
+        """The service's refusals about the branches ("members") are the form's own: they
+        concern several prefix fields at once."""
+        if field is None and isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+            by_field = dict(error.error_dict)
+            if "members" in by_field:
+                by_field.setdefault(NON_FIELD_ERRORS, []).extend(by_field.pop("members"))
+            error = ValidationError(by_field)
+        super().add_error(field, error)
 
 
 class MemberPasswordResetForm(PasswordResetForm):

@@ -9,7 +9,16 @@ from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
-from sipnodes.models import HuntGroup, HuntGroupMember, LocalUser, VirtualServer
+from sipnodes.models import (
+    BranchNetwork,
+    DialRule,
+    HuntGroup,
+    HuntGroupMember,
+    LocalUser,
+    Trunk,
+    TrunkDid,
+    VirtualServer,
+)
 from tenants.models import Membership, Tenant, User
 
 
@@ -67,3 +76,30 @@ def get_member_hunt_group(
         Prefetch("members", queryset=members)
     )
     return get_object_or_404(groups, server=server, pk=pk)
+
+
+def get_member_trunk(user: User, server_pk: int, pk: int, *, change: bool = False) -> Trunk:
+    server = get_member_server(user, server_pk, change=change)
+    dids = TrunkDid.objects.select_related("user").order_by("number")
+    trunks = Trunk.objects.select_related("server__host", "default_user").prefetch_related(
+        Prefetch("dids", queryset=dids)
+    )
+    return get_object_or_404(trunks, server=server, pk=pk)
+
+
+def get_member_dial_rule(user: User, server_pk: int, pk: int, *, change: bool = False) -> DialRule:
+    server = get_member_server(user, server_pk, change=change)
+    rules = DialRule.objects.select_related("server__host", "trunk")
+    return get_object_or_404(rules, server=server, pk=pk)
+
+
+def get_member_branch_network(user: User, pk: int, *, change: bool = False) -> BranchNetwork:
+    """A branch network of one of the member's tenants (404 otherwise); 403 to change it
+    for a viewer of that tenant."""
+    networks = BranchNetwork.objects.filter(tenant__memberships__user=user).select_related(
+        "tenant", "trunk_server"
+    )
+    network = get_object_or_404(networks, pk=pk)
+    if change and not can_change_tenant(user, network.tenant):
+        raise PermissionDenied("viewers cannot change this branch network")
+    return network

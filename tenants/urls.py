@@ -64,4 +64,36 @@ urlpatterns = [
         name="hunt-group-delete",
     ),
     path("servers/<int:pk>/feature-codes/", views.feature_codes, name="feature-codes"),
+    path("servers/<int:pk>/trunks/", views.trunk_list, name="trunk-list"),
+    path("servers/<int:server_pk>/trunks/new/", views.trunk_create, name="trunk-create"),
+    path("servers/<int:server_pk>/trunks/<int:pk>/", views.trunk_edit, name="trunk-edit"),
+    path(
+        "servers/<int:server_pk>/trunks/<int:pk>/delete/",
+        views.trunk_delete,
+        name="trunk-delete",
+    ),
+    path("branch-networks/", views.branch_network_list, name="branch-network-list"),
+    path("branch-networks/new/", views.branch_network_create, name="branch-network-create"),
+    path("branch-networks/<int:pk>/", views.branch_network_edit, name="branch-network-edit"),
+    path(
+        "branch-networks/<int:pk>/delete/",
+        views.branch_network_delete,
+        name="branch-network-delete",
+    ),
+    path("servers/<int:pk>/dial-plan/", views.dial_rule_list, name="dial-rule-list"),
+    path(
+        "servers/<int:server_pk>/dial-plan/new/",
+        views.dial_rule_create,
+        name="dial-rule-create",
+    ),
+    path(
+        "servers/<int:server_pk>/dial-plan/<int:pk>/",
+        views.dial_rule_edit,
+        name="dial-rule-edit",
+    ),
+    path(
+        "servers/<int:server_pk>/dial-plan/<int:pk>/delete/",
+        views.dial_rule_delete,
+        name="dial-rule-delete",
+    ),
 ]

@@ -17,25 +17,38 @@ from django.views import i18n
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST, require_safe
 
-from sipnodes import cdr_selectors, features_selectors, features_services, live_state
+from sipnodes import (
+    branch_selectors,
+    branch_services,
+    cdr_selectors,
+    features_selectors,
+    features_services,
+    live_state,
+    trunk_selectors,
+    trunk_services,
+)
 from sipnodes import selectors as sipnode_selectors
 from sipnodes import services as sipnode_services
 from sipnodes.credentials import new_callback_secret
-from sipnodes.models import LocalUser, VirtualServer
+from sipnodes.models import BranchNetwork, LocalUser, VirtualServer
 from sipnodes.services import NoHostAvailable, PortInUse
 from tenants import exports, selectors, services
 from tenants.forms import (
     AccountForm,
+    BranchNetworkForm,
     CallbackSettingsForm,
     CallSettingsForm,
     CdrFilterForm,
+    DialRuleForm,
+    ExternalLineForm,
     FeatureCodesForm,
     HuntGroupForm,
     LocalUserForm,
     SignupForm,
     SystemSettingsForm,
+    TrunkForm,
 )
-from tenants.models import User
+from tenants.models import Tenant, User
 
 
 def signup(request: HttpRequest) -> HttpResponse:
@@ -97,6 +110,7 @@ def server_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 for user in sipnode_selectors.server_local_users(server=server)
             ],
             "clients": sipnode_selectors.server_clients(server=server),
+            "trunks": trunk_selectors.server_trunks(server=server),
             "can_change": selectors.membership(request.user, server).can_change,
             "power_actions": [
                 ("start", _("Start")),
@@ -112,7 +126,9 @@ def server_settings(request: HttpRequest, pk: int) -> HttpResponse:
     server = selectors.get_member_server(request.user, pk, change=request.method == "POST")
     form = SystemSettingsForm(request.POST or None, instance=server)
     if request.method == "POST" and form.is_valid():
-        sipnode_services.server_update_settings(server=server, **form.cleaned_data)
+        values = dict(form.cleaned_data)
+        values.pop("confirm")  # the out-group prefix's warning, seen (SystemSettingsForm)
+        sipnode_services.server_update_settings(server=server, **values)
         messages.success(request, _("Settings saved."))
         return redirect(server)
     return render(request, "tenants/server_settings.html", {"server": server, "form": form})
@@ -350,6 +366,259 @@ def feature_codes(request: HttpRequest, pk: int) -> HttpResponse:
             "can_change": selectors.membership(request.user, server).can_change,
         },
     )
+
+
+@login_required
+def trunk_list(request: HttpRequest, pk: int) -> HttpResponse:
+    """The trunks with their state; a POST chooses the external line."""
+    server = selectors.get_member_server(request.user, pk, change=request.method == "POST")
+    form = ExternalLineForm(request.POST or None, server=server)
+    if request.method == "POST" and form.is_valid():
+        try:
+            trunk_services.server_set_external_line(
+                server=server, trunk=form.cleaned_data["external_line"]
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, _("External line saved."))
+            return redirect("tenants:trunk-list", server.pk)
+    return _trunk_list_page(request, server, form)
+
+
+def _trunk_list_page(
+    request: HttpRequest,
+    server: VirtualServer,
+    form: ExternalLineForm,
+    refused: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    return render(
+        request,
+        "tenants/trunk_list.html",
+        {
+            "server": server,
+            "trunks": trunk_selectors.server_trunks(server=server),
+            "form": form,
+            "refused": refused,
+            "can_change": selectors.membership(request.user, server).can_change,
+        },
+        status=status,
+    )
+
+
+def _trunk_values(form: TrunkForm) -> dict[str, object]:
+    """The trunk's fields from its form; the password and DIDs go separately."""
+    return {name: form.cleaned_data[name] for name in trunk_services.TRUNK_FIELDS}
+
+
+@sensitive_post_parameters("password")
+@login_required
+def trunk_create(request: HttpRequest, server_pk: int) -> HttpResponse:
+    server = selectors.get_member_server(request.user, server_pk, change=True)
+    form = TrunkForm(request.POST or None, server=server)
+    if request.method == "POST" and form.is_valid():
+        try:
+            trunk = trunk_services.trunk_create(
+                server=server,
+                password=form.password_change() or "",
+                dids=form.cleaned_data["dids"],
+                **_trunk_values(form),
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, _("Trunk %(name)s saved.") % {"name": trunk.name})
+            return redirect("tenants:trunk-list", server.pk)
+    return render(request, "tenants/trunk_form.html", {"server": server, "form": form})
+
+
+@sensitive_post_parameters("password")
+@login_required
+def trunk_edit(request: HttpRequest, server_pk: int, pk: int) -> HttpResponse:
+    trunk = selectors.get_member_trunk(request.user, server_pk, pk, change=True)
+    name = trunk.name  # as saved: the form puts what was typed on `trunk`
+    form = TrunkForm(request.POST or None, instance=trunk, server=trunk.server)
+    if request.method == "POST" and form.is_valid():
+        try:
+            trunk_services.trunk_update(
+                trunk=trunk,
+                password=form.password_change(),
+                dids=form.cleaned_data["dids"],
+                **_trunk_values(form),
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, _("Trunk %(name)s saved.") % {"name": trunk.name})
+            return redirect("tenants:trunk-list", trunk.server.pk)
+    return render(
+        request,
+        "tenants/trunk_form.html",
+        {"server": trunk.server, "form": form, "trunk": trunk, "name": name},
+    )
+
+
+@login_required
+@require_POST
+def trunk_delete(request: HttpRequest, server_pk: int, pk: int) -> HttpResponse:
+    trunk = selectors.get_member_trunk(request.user, server_pk, pk, change=True)
+    try:
+        trunk_services.trunk_delete(trunk=trunk)
+    except ValidationError as exc:  # rules still use it: the list says which
+        form = ExternalLineForm(server=trunk.server)
+        return _trunk_list_page(request, trunk.server, form, " ".join(exc.messages), 409)
+    messages.success(request, _("Trunk %(name)s deleted.") % {"name": trunk.name})
+    return redirect("tenants:trunk-list", trunk.server.pk)
+
+
+@login_required
+@require_safe
+def dial_rule_list(request: HttpRequest, pk: int) -> HttpResponse:
+    server = selectors.get_member_server(request.user, pk)
+    return _dial_rule_list_page(request, server)
+
+
+def _dial_rule_list_page(
+    request: HttpRequest, server: VirtualServer, refused: str = "", status: int = 200
+) -> HttpResponse:
+    return render(
+        request,
+        "tenants/dial_rule_list.html",
+        {
+            "server": server,
+            "rules": trunk_selectors.server_dial_rules(server=server),
+            "refused": refused,
+            "can_change": selectors.membership(request.user, server).can_change,
+        },
+        status=status,
+    )
+
+
+def _rule_values(form: DialRuleForm) -> dict[str, object]:
+    return {name: form.cleaned_data[name] for name in trunk_services.DIAL_RULE_FIELDS}
+
+
+@login_required
+def dial_rule_create(request: HttpRequest, server_pk: int) -> HttpResponse:
+    server = selectors.get_member_server(request.user, server_pk, change=True)
+    form = DialRuleForm(request.POST or None, server=server)
+    if request.method == "POST" and form.is_valid():
+        try:
+            rule = trunk_services.dial_rule_create(
+                server=server, confirmed=form.cleaned_data["confirm"], **_rule_values(form)
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, _("Rule for %(prefix)s saved.") % {"prefix": rule.prefix})
+            return redirect("tenants:dial-rule-list", server.pk)
+    return render(request, "tenants/dial_rule_form.html", {"server": server, "form": form})
+
+
+@login_required
+def dial_rule_edit(request: HttpRequest, server_pk: int, pk: int) -> HttpResponse:
+    rule = selectors.get_member_dial_rule(request.user, server_pk, pk, change=True)
+    prefix = rule.prefix  # as saved
+    form = DialRuleForm(request.POST or None, instance=rule, server=rule.server)
+    if request.method == "POST" and form.is_valid():
+        try:
+            trunk_services.dial_rule_update(
+                rule=rule, confirmed=form.cleaned_data["confirm"], **_rule_values(form)
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, _("Rule for %(prefix)s saved.") % {"prefix": rule.prefix})
+            return redirect("tenants:dial-rule-list", rule.server.pk)
+    return render(
+        request,
+        "tenants/dial_rule_form.html",
+        {"server": rule.server, "form": form, "rule": rule, "prefix": prefix},
+    )
+
+
+@login_required
+@require_POST
+def dial_rule_delete(request: HttpRequest, server_pk: int, pk: int) -> HttpResponse:
+    rule = selectors.get_member_dial_rule(request.user, server_pk, pk, change=True)
+    try:
+        trunk_services.dial_rule_delete(rule=rule)
+    except ValidationError as exc:  # a branch network's rule: the list says where to go
+        return _dial_rule_list_page(request, rule.server, " ".join(exc.messages), 409)
+    messages.success(request, _("Rule for %(prefix)s deleted.") % {"prefix": rule.prefix})
+    return redirect("tenants:dial-rule-list", rule.server.pk)
+
+
+@login_required
+@require_safe
+def branch_network_list(request: HttpRequest) -> HttpResponse:
+    """The member's tenant's branch networks (the tenant of the account page)."""
+    tenant = selectors.get_member_tenant(request.user)
+    return render(
+        request,
+        "tenants/branch_network_list.html",
+        {
+            "networks": branch_selectors.tenant_branch_networks(tenant=tenant),
+            "can_change": selectors.can_change_tenant(request.user, tenant),
+        },
+    )
+
+
+def _branch_network_form(
+    request: HttpRequest, form: BranchNetworkForm, tenant: Tenant, network: BranchNetwork | None
+) -> HttpResponse | None:
+    """Saves a valid posted form through the service; None: show the form (again)."""
+    if request.method != "POST" or not form.is_valid():
+        return None
+    values = {
+        "name": form.cleaned_data["name"],
+        "trunk_server": form.cleaned_data["trunk_server"],
+        "members": form.members(),
+        "confirmed": form.cleaned_data["confirm"],
+    }
+    try:
+        if network is None:
+            network = branch_services.branch_network_create(tenant=tenant, **values)
+        else:
+            branch_services.branch_network_update(network=network, **values)
+    except ValidationError as exc:
+        form.add_error(None, exc)
+        return None
+    messages.success(request, _("Branch network %(name)s saved.") % {"name": network.name})
+    return redirect("tenants:branch-network-list")
+
+
+@login_required
+def branch_network_create(request: HttpRequest) -> HttpResponse:
+    tenant = selectors.get_member_tenant(request.user)
+    if not selectors.can_change_tenant(request.user, tenant):
+        raise PermissionDenied("viewers cannot add branch networks")
+    form = BranchNetworkForm(request.POST or None, tenant=tenant)
+    return _branch_network_form(request, form, tenant, None) or render(
+        request, "tenants/branch_network_form.html", {"form": form}
+    )
+
+
+@login_required
+def branch_network_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    network = selectors.get_member_branch_network(request.user, pk, change=True)
+    name = network.name  # as saved
+    form = BranchNetworkForm(request.POST or None, tenant=network.tenant, network=network)
+    return _branch_network_form(request, form, network.tenant, network) or render(
+        request,
+        "tenants/branch_network_form.html",
+        {"form": form, "network": network, "name": name},
+    )
+
+
+@login_required
+@require_POST
+def branch_network_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    network = selectors.get_member_branch_network(request.user, pk, change=True)
+    branch_services.branch_network_delete(network=network)
+    messages.success(request, _("Branch network %(name)s deleted.") % {"name": network.name})
+    return redirect("tenants:branch-network-list")
 
 
 @login_required

@@ -13,6 +13,7 @@ import dataclasses
 import enum
 
 from .callback import CallbackRequest
+from .config import Trunk
 from .message import Request, Response, Via
 from .sipmsg import Peer, make_request
 from .targets import Step, TargetPlan
@@ -135,6 +136,8 @@ class Leg:
     # INVITE server transaction on this leg whose 2xx waits for this leg's ACK.
     ist_waiting_ack: ServerTransaction | None = None
     sdp: bytes = b""  # the last session description we sent on this leg (transfer offers it)
+    # The dialog's route set (RFC 3261 §12.1): proxies that record-routed, e.g. a trunk's.
+    routes: list[str] = dataclasses.field(default_factory=list)
 
     def request(
         self,
@@ -164,6 +167,7 @@ class Leg:
             contact=contact,
             body=body,
             content_type=content_type,
+            routes=self.routes,
         )
 
 
@@ -172,9 +176,11 @@ class Branch:
     """One device a call rings: its INVITE, kept while a CANCEL may be needed."""
 
     leg: Leg
-    number: str  # the user whose device this is
+    number: str  # the user whose device this is, or the outside number
     invite: Request
     state: BranchState = BranchState.CALLING
+    trunk: Trunk | None = None  # the trunk it goes through; its account answers challenges
+    challenged: bool = False  # the INVITE was sent again with credentials
 
     @property
     def alive(self) -> bool:

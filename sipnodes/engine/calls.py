@@ -25,9 +25,10 @@ not kept: phones talk to the server directly.
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from . import callback, features, sdp
 from . import cdr as cdrs
@@ -50,11 +51,11 @@ from .callmodel import (
     TxPurpose,
 )
 from .cdr import CallTag, Cdr
-from .config import CallLimits, CdrOptions, Config, FeatureCodes, HuntGroup, User
+from .config import CallLimits, CdrOptions, Config, FeatureCodes, HuntGroup, Trunk, User
 from .dialplan import DialPlan
-from .digest import Authenticator, Outcome
+from .digest import Authenticator, Credentials, Outcome, authorization
 from .events import CallData, EventData
-from .location import Binding, LocationTable
+from .location import LocationTable
 from .media import Media, MediaPortsExhausted
 from .message import RemoteProtocolError, Request, Response, Uri, Via, quoted_string
 from .sipmsg import (
@@ -98,6 +99,7 @@ class CallSettings:
     users: Mapping[str, User] = dataclasses.field(default_factory=dict)
     groups: Mapping[str, HuntGroup] = dataclasses.field(default_factory=dict)
     feature_codes: FeatureCodes = FeatureCodes()
+    trunks: Mapping[int, Trunk] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Config) -> CallSettings:
@@ -111,7 +113,18 @@ class CallSettings:
             config.users_by_number,
             {g.number: g for g in config.hunt_groups},
             config.feature_codes,
+            {t.id: t for t in config.trunks},
         )
+
+
+class Device(NamedTuple):
+    """Where one branch of a call goes: a registered phone, or a trunk."""
+
+    number: str  # the user, or the outside number
+    contact: str  # the Request-URI
+    peer: Peer
+    host: str  # the domain in From and To: ours, or the trunk's
+    trunk: Trunk | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -169,6 +182,10 @@ class B2BUA:
             else:
                 users[number] = features.with_call_settings(user, changed)
         self.directory = Directory(users, settings.groups, dialplan, self.cursors)
+        # Requests from these sources come from trunks. A host name never matches a source
+        # address, so a trunk known by name takes no inbound calls.
+        self.trunk_at = {(t.address, t.port): t for t in settings.trunks.values()}
+        self.tcp_trunk_at = {t.address: t for t in settings.trunks.values() if t.transport == "TCP"}
 
     # ---- the table ------------------------------------------------------------
 
@@ -181,6 +198,10 @@ class B2BUA:
 
     def on_invite(self, req: Request, tx: ServerTransaction, peer: Peer, now: float) -> None:
         """An INVITE outside any dialog: authenticate, then a feature code or a call."""
+        trunk = self._trunk_at(peer)
+        if trunk is not None:
+            self._inbound(req, tx, peer, trunk, now)
+            return
         user = self._authenticate(req, tx, now)
         if user is None:
             return
@@ -206,10 +227,68 @@ class B2BUA:
                 record, now, "server", outcome.status, CallTag.ROUTING_FAILED, outcome.cause
             )
             return
-        call = self._new_call(req, tx, peer, user, record, outcome)
+        name = user.display_name or req.from_address.name  # the portal's name comes first
+        self._start_call(self._new_call(req, tx, peer, name, record, outcome), now)
+
+    def _trunk_at(self, peer: Peer) -> Trunk | None:
+        """The trunk a request comes from: its address and port (UDP: the upstream's own
+        socket), or, over TCP, whose source ports are any, its address alone. Never the
+        address alone over UDP: another server or phone on that host is no trunk."""
+        trunk = self.trunk_at.get((peer.host, peer.port))
+        if trunk is None and peer.transport == "TCP":
+            trunk = self.tcp_trunk_at.get(peer.host)
+        return trunk
+
+    def _inbound(
+        self, req: Request, tx: ServerTransaction, peer: Peer, trunk: Trunk, now: float
+    ) -> None:
+        """A call from a trunk, trusted by its source address, not challenged.
+
+        It reaches the local number its called number maps to (and where that user's
+        own forwarding sends calls); only a trunk marked "transit" (a trunk server's
+        trunk to a branch) may route calls on to other trunks.
+        """
+        tx.respond(make_response(req, 100), now)
+        dialed = req.uri.user or req.to_address.uri.user or ""
+        record = CallRecord(
+            uuid=str(uuid.uuid4()),
+            call_id=req.call_id,
+            caller=req.from_address.uri.user or "anonymous",
+            dialed=dialed,
+            callee="",
+            route="sip_trunk",
+            start=self.to_wall(now),
+            features=[f"trunk={trunk.id}"],
+        )
+        plan = self._inbound_plan(trunk, dialed, record)
+        if plan is None:
+            self._reject(tx, 404, "Not Found - no such number here", now)
+            self._write_cdr(record, now, "server", 404, CallTag.ROUTING_FAILED, cdrs.UNALLOCATED)
+            return
+        self._start_call(self._new_call(req, tx, peer, req.from_address.name, record, plan), now)
+
+    def _inbound_plan(self, trunk: Trunk, dialed: str, record: CallRecord) -> TargetPlan | None:
+        if trunk.inbound == "transit":
+            decision = self.dialplan.route(dialed, 0)
+            if decision.refused:
+                return None
+            record.callee = decision.number
+            return TargetPlan(decision.number, 0, self.directory, decision.trunk)
+        callee = trunk.dids.get(dialed, "")
+        if not callee and trunk.inbound == "local" and dialed in self.dialplan.local:
+            callee = dialed
+        callee = callee or trunk.default_user
+        if callee not in self.dialplan.local:
+            return None
+        record.callee = callee
+        return TargetPlan(callee, 0, self.directory)
+
+    def _start_call(self, call: Call, now: float) -> None:
+        """A new call from a phone or a trunk: ring the first stage of its plan."""
         self.calls[call.uuid] = call
         self._register(call, call.o)
-        tx.owner = call
+        assert call.o_ist is not None
+        call.o_ist.owner = call
         self._start_timer(call, self.settings.limits.no_answer_timeout, CallEvent.NO_ANSWER, now)
         self._follow(call, call.plan.first(now), now, StageOutcome.UNREACHABLE)
 
@@ -238,19 +317,19 @@ class B2BUA:
         if decision.refused:
             return Refusal(decision.status, decision.reason, decision.cause)
         record.callee = decision.number
-        return TargetPlan(decision.number, user.call_level, self.directory)
+        return TargetPlan(decision.number, user.call_level, self.directory, decision.trunk)
 
     def _new_call(
         self,
         req: Request,
         tx: ServerTransaction,
         peer: Peer,
-        user: User,
+        name: str,
         record: CallRecord,
         plan: TargetPlan,
     ) -> Call:
+        """`name`: the caller's display name, as callees will see it."""
         o = self._uas_leg(req, peer, "O")
-        name = user.display_name or req.from_address.name  # the portal's name comes first
         return Call(record.uuid, record, o, tx, plan, name, offer=req)
 
     def _uas_leg(self, req: Request, peer: Peer, side: str) -> Leg:
@@ -269,6 +348,7 @@ class B2BUA:
             remote_target=contact,
             peer=peer,
             fallback=_contact_peer(contact, peer),
+            routes=_record_routes(req),
         )
 
     def _follow(self, call: Call, step: Step, now: float, outcome: StageOutcome) -> None:
@@ -309,32 +389,45 @@ class B2BUA:
             first = call.state is CallState.CALLBACK
             caller = (cb.request.caller1 if first else cb.request.caller2, "")
             side = "O" if first else "T"
-        for number, binding in devices:
-            args = (binding.contact, binding.peer, body, ctype, now, caller, side)
-            call.branches.append(self._start_branch(call, number, *args))
+        for device in devices:
+            call.branches.append(self._start_branch(call, device, body, ctype, now, caller, side))
         if step.seconds:
             call.stage_timer = self.scheduler.call_at(now + step.seconds, self._stage_timeout, call)
         self._emit_state(call, now)
 
-    def _devices(self, step: Ring) -> list[tuple[str, Binding]]:
-        """Every registered device of the stage's users: (user, binding)."""
-        return [(n, b) for n in step.numbers for b in self.location.bindings(n)]
+    def _devices(self, step: Ring) -> list[Device]:
+        """Every registered device of the stage's users, or the trunk an outside number takes."""
+        if step.trunk:
+            trunk = self.settings.trunks.get(step.trunk)
+            if trunk is None:
+                return []
+            number = step.numbers[0]
+            suffix = ";transport=tcp" if trunk.transport == "TCP" else ""
+            contact = f"sip:{number}@{trunk.address}:{trunk.port}{suffix}"
+            peer = Peer(trunk.transport, trunk.address, trunk.port)
+            return [Device(number, contact, peer, trunk.address, trunk)]
+        domain = self.settings.domain
+        return [
+            Device(n, b.contact, b.peer, domain, None)
+            for n in step.numbers
+            for b in self.location.bindings(n)
+        ]
 
     def _start_branch(
         self,
         call: Call,
-        number: str,
-        contact: str,
-        peer: Peer,
+        device: Device,
         body: bytes,
         ctype: str | None,
         now: float,
         caller: tuple[str, str] | None = None,
         side: str = "T",
     ) -> Branch:
-        """INVITE one device of user `number` as the caller (number, name), or the call's."""
-        host = self.settings.domain
+        """INVITE one device as the caller (number, name), or as the call's caller."""
+        number, contact, peer, host, trunk = device
         caller_number, name = caller or (call.record.caller, call.caller_name)
+        if trunk is not None:  # what this trunk presents upstream
+            caller_number = trunk.caller_id or trunk.caller_prefix + caller_number
         display = quoted_string(name) + " " if name else ""
         tag = random_token(6)
         leg = Leg(
@@ -354,7 +447,7 @@ class B2BUA:
             req = call.o_ist.request
             invite.headers.set("Max-Forwards", str(_max_forwards(req) - 1))
             _copy_headers(req, invite, _PASSED_HEADERS)
-        branch = Branch(leg=leg, number=number, invite=invite)
+        branch = Branch(leg=leg, number=number, invite=invite, trunk=trunk)
         self._register(call, leg)
         tx = self.layer.send_request(invite, leg.peer, now, leg.fallback)
         tx.owner = CallTx(call, TxPurpose.INVITE, branch, leg)
@@ -402,6 +495,7 @@ class B2BUA:
         leg = self._uas_leg(req, peer, "O")
         out = make_response(req, 200, to_tag=leg.local_tag)
         out.headers.set("Contact", self._contact(None, leg))
+        _copy_headers(req, out, ("Record-Route",))
         if req.body:
             out.headers.set("Content-Type", "application/sdp")
             out.body = _refused_media(req.body, self.settings.public_address)
@@ -487,11 +581,38 @@ class B2BUA:
             branch.state = BranchState.EARLY
             self._fire(call, _provisional_event(code), now, trigger)
             return
+        if code in (401, 407) and self._answer_challenge(call, branch, resp, now):
+            return
         branch.state = BranchState.ENDED
         if code >= 600:  # "nobody here will take it" (§16.7): not even other devices
             self._fire(call, CallEvent.REFUSED, now, trigger)
         else:
             self._branch_failed(call, resp, now)
+
+    def _answer_challenge(self, call: Call, branch: Branch, resp: Response, now: float) -> bool:
+        """A trunk's 401/407: the INVITE once more, with the trunk's account's credentials."""
+        trunk = branch.trunk
+        if trunk is None or trunk.registration is None or branch.challenged:
+            return False
+        account = trunk.registration
+        creds = Credentials(account.auth_user or account.user, account.password, account.realm)
+        www = resp.code == 401
+        old = branch.invite
+        answer = None
+        for challenge in resp.headers.getlist("WWW-Authenticate" if www else "Proxy-Authenticate"):
+            answer = answer or authorization(challenge, "INVITE", str(old.uri), creds)
+        if answer is None:
+            return False
+        leg = branch.leg
+        ctype = old.headers.get("Content-Type")
+        invite = leg.request("INVITE", self._via(leg), old.headers.get("Contact"), old.body, ctype)
+        invite.headers.set("Max-Forwards", old.headers.get("Max-Forwards") or "70")
+        _copy_headers(old, invite, _PASSED_HEADERS)
+        invite.headers.set("Authorization" if www else "Proxy-Authorization", answer)
+        branch.invite, branch.challenged = invite, True
+        tx = self.layer.send_request(invite, leg.peer, now, leg.fallback)
+        tx.owner = CallTx(call, TxPurpose.INVITE, branch, leg)
+        return True
 
     def _branch_failed(self, call: Call, resp: Response | None, now: float) -> None:
         """One device is out; once none rings, the stage failed and the plan says what next."""
@@ -630,9 +751,11 @@ class B2BUA:
         step = trigger.step
         assert isinstance(step, Ring)
         self._give_up_branches(call, now)
-        group = call.plan.group
-        if group is not None and f"hunt={group.number}" not in call.record.features:
-            call.record.features.append(f"hunt={group.number}")
+        features, group = call.record.features, call.plan.group
+        if group is not None and f"hunt={group.number}" not in features:
+            features.append(f"hunt={group.number}")
+        if step.trunk and f"trunk={step.trunk}" not in features:
+            features.append(f"trunk={step.trunk}")
         if step.forward is not None:
             call.record.features.append(f"forward={step.forward.fci}")
             self._tell_forwarded(call, step.forward, now)
@@ -706,6 +829,7 @@ class B2BUA:
         for stx, this, offer in ((tx, leg, call.o_ist.request), (call.o_ist, call.o, req)):
             out = make_response(stx.request, 200, to_tag=this.local_tag)
             out.headers.set("Contact", self._contact(None, this))
+            _copy_headers(stx.request, out, ("Record-Route",))
             body, ctype = self._body(call, this.side, offer)
             if body:
                 out.headers.set("Content-Type", ctype or "application/sdp")
@@ -860,9 +984,9 @@ class B2BUA:
         offer = sdp.sendrecv(transfer.transferor.sdp)
         ctype = "application/sdp" if offer else None
         side = transfer.transferor.side
-        for n, binding in devices:
-            args = (binding.contact, binding.peer, offer, ctype, now, caller, side)
-            transfer.branches.append(self._start_branch(call, n, *args))
+        for device in devices:
+            branch = self._start_branch(call, device, offer, ctype, now, caller, side)
+            transfer.branches.append(branch)
         seconds = self.settings.limits.no_answer_timeout
         if seconds:
             timer = self.scheduler.call_at(now + seconds, self._transfer_timeout, call, transfer)
@@ -1262,7 +1386,9 @@ class B2BUA:
             ist.respond(out, now)
 
     def _learn_remote(self, leg: Leg, resp: Response) -> None:
+        """The callee's tag, target and route set, from its answer (§12.1.2)."""
         leg.remote_header = resp.headers["To"]
+        leg.routes = _record_routes(resp)[::-1]
         try:
             contacts = resp.contact
         except ValueError:
@@ -1277,6 +1403,7 @@ class B2BUA:
         out = make_response(stx.request, resp.code, resp.phrase, to_tag=leg.local_tag)
         if 100 < resp.code < 300:
             out.headers.set("Contact", self._contact(None, leg))
+            _copy_headers(stx.request, out, ("Record-Route",))  # §12.1.1
         _copy_headers(resp, out, _PASSED_HEADERS)
         body, ctype = self._body(call, leg.side, resp)
         if body:
@@ -1463,6 +1590,14 @@ def _copy_headers(src: Request | Response, dst: Request | Response, names: tuple
     for name in names:
         for value in src.headers.getlist(name):
             dst.headers.add(name, value)
+
+
+def _record_routes(msg: Request | Response) -> list[str]:
+    """Every Record-Route entry of `msg`, in order (one header line may hold several)."""
+    return [e.strip() for h in msg.headers.getlist("Record-Route") for e in _ROUTE.findall(h)]
+
+
+_ROUTE = re.compile(r"<[^>]*>[^,]*")
 
 
 def _contact_peer(contact: str, peer: Peer) -> Peer | None:

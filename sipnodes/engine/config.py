@@ -12,6 +12,7 @@ import functools
 import ipaddress
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,41 @@ class DialRule:
     strip: int = 0
     add: str = ""
     call_level: int = 0
+    trunk: int = 0  # route sip_trunk: the trunk's id
+
+
+@dataclasses.dataclass(frozen=True)
+class TrunkRegistration:
+    """How the worker registers with the upstream; `password` stays in this process."""
+
+    user: str
+    password: str
+    auth_user: str = ""  # the digest username, when it is not `user`
+    realm: str = ""  # empty: answer whatever realm the upstream names
+    expires: int = 3600
+
+
+@dataclasses.dataclass(frozen=True)
+class Trunk:
+    """An upstream SIP server: where outbound calls go, and whose inbound calls are trusted."""
+
+    id: int
+    name: str
+    address: str
+    port: int
+    transport: str  # "UDP" | "TCP"
+    registration: TrunkRegistration | None  # None: IP trust only
+    caller_id: str = ""  # presented upstream; empty: the caller's own number
+    caller_prefix: str = ""  # put before the caller's own number (a branch's prefix)
+    dids: Mapping[str, str] = dataclasses.field(default_factory=dict)  # number -> local user
+    default_user: str = ""  # an inbound number not in `dids` rings this user
+    # Where its inbound calls may go: "dids" (the map above), "local" (also any local
+    # number as dialled: a branch server's trunk to the trunk server), "transit" (the dial
+    # plan, other trunks included: the trunk server's trunks to its branches).
+    inbound: str = "dids"
+
+
+TRUNK_INBOUND = ("dids", "local", "transit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +232,8 @@ class Config:
     callback: Callback
     hunt_groups: tuple[HuntGroup, ...] = ()
     feature_codes: FeatureCodes = FeatureCodes()
+    trunks: tuple[Trunk, ...] = ()
+    external_line: int = 0  # the trunk the out-group prefix reaches (0: none)
     registrar: RegistrarOptions = RegistrarOptions()
     auth: AuthOptions = AuthOptions()
     media: MediaOptions = MediaOptions()
@@ -356,13 +394,77 @@ def _rule(r: _Reader) -> DialRule:
     add = r.get("add", str, "")
     if not _DIGITS.match(add):
         raise r.fail("add", "expected digits")
+    trunk = r.get("trunk", (int, type(None)), None) or 0
+    if route == "sip_trunk" and not trunk:
+        raise r.fail("trunk", "a sip_trunk rule names its trunk")
     return DialRule(
         prefix=prefix,
         route=route,
         strip=r.nonneg("strip", 0),
         add=add,
         call_level=r.nonneg("call_level", 0),
+        trunk=trunk,
     )
+
+
+def _trunk(r: _Reader) -> Trunk:
+    transport = r.get("transport", str, "UDP").upper()
+    if transport not in ("UDP", "TCP"):
+        raise r.fail("transport", "expected UDP or TCP")
+    address = r.get("address", str)
+    if not address or any(c in address for c in " ;<>@"):
+        raise r.fail("address", "expected an IP address or a host name")
+    reg = r.get("registration", (dict, type(None)), None)
+    dids = r.get("dids", dict, {})
+    if not all(_DIGITS.match(k) and isinstance(v, str) and v for k, v in dids.items()):
+        raise r.fail("dids", "expected numbers mapped to local user numbers")
+    return Trunk(
+        id=r.get("id", int),
+        name=r.get("name", str, ""),
+        address=address,
+        port=r.port("port", 5060),
+        transport=transport,
+        registration=_trunk_registration(r.sub("registration")) if reg else None,
+        caller_id=_number(r, "caller_id"),
+        caller_prefix=_number(r, "caller_prefix"),
+        dids=dict(dids),
+        default_user=_number(r, "default_user"),
+        inbound=_one_of(r, "inbound", TRUNK_INBOUND),
+    )
+
+
+def _one_of(r: _Reader, key: str, values: tuple[str, ...]) -> str:
+    value = r.get(key, str, values[0])
+    if value not in values:
+        raise r.fail(key, f"expected one of {', '.join(values)}")
+    return str(value)
+
+
+def _trunk_registration(r: _Reader) -> TrunkRegistration:
+    user = r.get("user", str)
+    if not user:
+        raise r.fail("user", "expected the account's user name")
+    return TrunkRegistration(
+        user=user,
+        password=r.get("password", str),
+        auth_user=r.get("auth_user", str, ""),
+        realm=r.get("realm", str, ""),
+        expires=max(60, r.nonneg("expires", 3600)),
+    )
+
+
+def _trunks(top: _Reader, rules: tuple[DialRule, ...]) -> tuple[tuple[Trunk, ...], int]:
+    trunks = tuple(
+        _trunk(_Reader(item, f"trunks[{i}]")) for i, item in enumerate(top.get("trunks", list, []))
+    )
+    ids = {t.id for t in trunks}
+    for i, rule in enumerate(rules):
+        if rule.trunk and rule.trunk not in ids:
+            raise ConfigError(f"config error: dial_plan[{i}].trunk: no trunk {rule.trunk}")
+    external = top.get("external_line", (int, type(None)), None) or 0
+    if external and external not in ids:
+        raise ConfigError(f"config error: external_line: no trunk {external}")
+    return trunks, external
 
 
 def parse_config(data: Any) -> Config:
@@ -386,6 +488,11 @@ def parse_config(data: Any) -> Config:
     limits = top.sub("call_limits", optional=True)
     callback = top.sub("callback", optional=True)
     users = _users(top)
+    rules = tuple(
+        _rule(_Reader(item, f"dial_plan[{i}]"))
+        for i, item in enumerate(top.get("dial_plan", list, []))
+    )
+    trunks, external_line = _trunks(top, rules)
     return Config(
         server_id=server_id,
         server_uid=server_uid,
@@ -396,12 +503,7 @@ def parse_config(data: Any) -> Config:
         public_address=top.get("public_address", str, "") or listen.address,
         redis_url=top.get("redis_url", str, "redis://127.0.0.1:6379/0"),
         spool_dir=top.get("spool_dir", str, f"var/spool/vs{server_id}"),
-        system=System(
-            out_group_prefix=system.get("out_group_prefix", str, "9"),
-            prompt_language=system.get("prompt_language", str, "en"),
-            media_relay=system.get("media_relay", bool, False),
-            upnp=system.get("upnp", bool, False),
-        ),
+        system=_system(system),
         cdr=CdrOptions(
             failed_call_cdr=cdr.get("failed_call_cdr", bool, True),
             realtime_display=cdr.get("realtime_display", bool, True),
@@ -411,16 +513,24 @@ def parse_config(data: Any) -> Config:
             max_call_duration=limits.nonneg("max_call_duration", 0),
         ),
         users=users,
-        dial_plan=tuple(
-            _rule(_Reader(item, f"dial_plan[{i}]"))
-            for i, item in enumerate(top.get("dial_plan", list, []))
-        ),
+        dial_plan=rules,
         callback=_callback(callback),
         hunt_groups=_hunt_groups(top, users),
+        trunks=trunks,
+        external_line=external_line,
         feature_codes=_feature_codes(top.sub("feature_codes", optional=True)),
         registrar=_registrar(top.sub("registrar", optional=True)),
         auth=_auth(top.sub("auth", optional=True)),
         media=_media(top.sub("media", optional=True)),
+    )
+
+
+def _system(r: _Reader) -> System:
+    return System(
+        out_group_prefix=r.get("out_group_prefix", str, "9"),
+        prompt_language=r.get("prompt_language", str, "en"),
+        media_relay=r.get("media_relay", bool, False),
+        upnp=r.get("upnp", bool, False),
     )
 
 

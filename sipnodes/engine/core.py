@@ -33,7 +33,8 @@ from .sipmsg import (
     stamp_via,
 )
 from .timers import Scheduler, ToWall
-from .transaction import ServerTransaction, TransactionLayer
+from .transaction import ClientTransaction, ServerTransaction, TransactionLayer
+from .trunks import Registration, TrunkRegistrar
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,17 @@ class Engine:
             auth=self.auth,
             dialplan=self.dialplan,
         )
-        self.layer.tu = self.b2bua
+        self.trunks = TrunkRegistrar(self.layer, self.scheduler, self.emit, to_wall)
+        self.layer.tu = self
         self.callback_outbox: list[Datagram] = []
         self.callbacks = CallbackService(CallbackSettings.from_config(config), self.b2bua, now)
         self.b2bua.on_callback_ended = self._callback_ended
         self.scheduler.call_at(now + SWEEP_INTERVAL, self._sweep)
+        self._configure_trunks(now)
+
+    def _configure_trunks(self, now: float) -> None:
+        config = self.config
+        self.trunks.configure(config.trunks, config.public_address, config.listen.sip_port, now)
 
     def _apply(self, config: Config) -> None:
         self.config = config
@@ -99,7 +106,9 @@ class Engine:
         )
         self.registrar = Registrar(config, self.auth, self.location)
         local = {*config.users_by_number, *(g.number for g in config.hunt_groups)}
-        self.dialplan = DialPlan(config.dial_plan, local, config.system.out_group_prefix)
+        self.dialplan = DialPlan(
+            config.dial_plan, local, config.system.out_group_prefix, config.external_line
+        )
 
     # ---- inputs --------------------------------------------------------------
 
@@ -233,6 +242,7 @@ class Engine:
         self.b2bua.configure(CallSettings.from_config(config), self.auth, self.dialplan)
         self.b2bua.media.configure(MediaSettings.from_config(config))
         self.callbacks.configure(CallbackSettings.from_config(config))
+        self._configure_trunks(now)
         for b in self.location.all():
             if b.user not in config.users_by_number:
                 self.location.remove(b.user, b.contact)
@@ -248,6 +258,21 @@ class Engine:
         self.stopping = True
         self.callbacks.stopping = True
         self.b2bua.stop_all(now)
+        self.trunks.stop(now)
+
+    # ---- the transaction user: a client transaction's answer goes to who sent it ----
+
+    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
+        if isinstance(tx.owner, Registration):
+            self.trunks.on_response(tx, response, now)
+        else:
+            self.b2bua.on_response(tx, response, now)
+
+    def on_timeout(self, tx: ClientTransaction | ServerTransaction, now: float) -> None:
+        if isinstance(tx.owner, Registration) and isinstance(tx, ClientTransaction):
+            self.trunks.on_timeout(tx, now)
+        else:
+            self.b2bua.on_timeout(tx, now)
 
     # ---- events --------------------------------------------------------------
 

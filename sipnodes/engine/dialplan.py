@@ -7,8 +7,9 @@ out-group prefix (`system.out_group_prefix`, default 9) followed by a number
 goes to the external line with the prefix stripped; anything else is
 unallocated (404, Q.850 cause 1).
 
-Only the `local_user` route is served now. `external_line` and `sip_trunk`
-are later issues: they answer 503 (cause 34, no circuit available).
+A `sip_trunk` rule names its trunk; the out-group prefix reaches the server's
+external line, which is a trunk too. With no external line configured, the
+out-group prefix answers 503 (cause 34, no circuit available).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class RouteDecision:
     status: int = 0  # non-zero: refuse the call with this SIP status
     cause: int = 0  # Q.850 cause when refused
     reason: str = ""
+    trunk: int = 0  # the trunk the call leaves by (routes sip_trunk and external_line)
 
     @property
     def refused(self) -> bool:
@@ -34,13 +36,18 @@ class RouteDecision:
 
 class DialPlan:
     def __init__(
-        self, rules: tuple[DialRule, ...], local: Collection[str], out_group_prefix: str = ""
+        self,
+        rules: tuple[DialRule, ...],
+        local: Collection[str],
+        out_group_prefix: str = "",
+        external_line: int = 0,
     ) -> None:
         """`local`: the server's own numbers (local users and hunt groups)."""
         # Longest prefix first; ties keep the configured order.
         self.rules = sorted(rules, key=lambda r: -len(r.prefix))
         self.local = local
         self.out_group_prefix = out_group_prefix
+        self.external_line = external_line
 
     def match(self, dialed: str) -> DialRule | None:
         for rule in self.rules:
@@ -65,6 +72,8 @@ class DialPlan:
             if number not in self.local:
                 return RouteDecision(rule.route, number, 404, 1, "Not Found")
             return RouteDecision(rule.route, number)
-        return RouteDecision(
-            rule.route, number, 503, 34, f"Service Unavailable - {rule.route} not available"
-        )
+        trunk = rule.trunk if rule.route == "sip_trunk" else self.external_line
+        if not trunk:
+            reason = f"Service Unavailable - {rule.route} not available"
+            return RouteDecision(rule.route, number, 503, 34, reason)
+        return RouteDecision(rule.route, number, trunk=trunk)

@@ -160,3 +160,45 @@ class Authenticator:
         if age > NONCE_LIFETIME:
             return AuthResult(Outcome.STALE, user)
         return AuthResult(Outcome.OK, user)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the server answers an upstream's challenge with (a trunk's account)."""
+
+    user: str
+    password: str
+    realm: str = ""  # empty: any realm the upstream names
+
+
+def authorization(challenge: str, method: str, uri: str, creds: Credentials) -> str | None:
+    """The Authorization value answering a WWW-/Proxy-Authenticate `challenge`, as a UAC.
+
+    None when the challenge is not one we can answer: not Digest, an algorithm
+    we lack, a qop other than auth, or a realm other than the account's.
+    """
+    p = digest_parameters(challenge)
+    if p is None or "nonce" not in p or "realm" not in p:
+        return None
+    algorithm = p.get("algorithm", "MD5").upper()
+    qops = [q.strip() for q in p.get("qop", "").split(",") if q.strip()]
+    if algorithm not in ALGORITHMS or (qops and "auth" not in qops):
+        return None
+    if creds.realm and creds.realm != p["realm"]:
+        return None
+    params = {"qop": "auth", "nc": "00000001", "cnonce": os.urandom(8).hex()} if qops else {}
+    key = ha1(algorithm, creds.user, p["realm"], creds.password)
+    response = response_digest(algorithm, key, p["nonce"], method, uri, params)
+    fields = [
+        f'username="{creds.user}"',
+        f'realm="{p["realm"]}"',
+        f'nonce="{p["nonce"]}"',
+        f'uri="{uri}"',
+        f'response="{response}"',
+        f"algorithm={algorithm}",
+    ]
+    if "opaque" in p:
+        fields.append(f'opaque="{p["opaque"]}"')
+    if params:
+        fields += ["qop=auth", f"nc={params['nc']}", f'cnonce="{params["cnonce"]}"']
+    return "Digest " + ", ".join(fields)

@@ -47,6 +47,7 @@ class EventType(enum.StrEnum):
     STATUS = "status"
     CRASH = "crash"
     CALL_SETTINGS = "call_settings"
+    TRUNK = "trunk"
 
 
 class MalformedEvent(ValueError):
@@ -161,7 +162,21 @@ class CallSettingsData:
     changed: Epoch
 
 
-EventData = CdrData | RegistrationData | CallData | StatusData | CrashData | CallSettingsData
+@dataclasses.dataclass(frozen=True, slots=True)
+class TrunkData:
+    """A trunk's registration changed state, or failed again (with when it retries)."""
+
+    TYPE: ClassVar[EventType] = EventType.TRUNK
+    trunk: Annotated[int, Range(1, _INT64_MAX)]  # the trunk's id
+    state: Annotated[str, OneOf("registered", "failing", "unregistered")]
+    reason: str  # why it is failing, e.g. "403 Forbidden"; empty otherwise
+    attempt: Epoch  # the last REGISTER sent
+    next_attempt: Epoch | None  # when a failing registration is tried again
+
+
+EventData = (
+    CdrData | RegistrationData | CallData | StatusData | CrashData | CallSettingsData | TrunkData
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

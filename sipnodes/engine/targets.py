@@ -13,7 +13,9 @@ parallel ringing), and for how long. When a stage ends without an answer
   When the members or the group's timeout run out: the overflow target, if any.
   Members with DND on are skipped; members' own forwarding does not apply.
 
-A forwarding target is routed through the dial plan with the caller's call
+A number the dial plan sends to a trunk (an outside number) is one stage of
+its own: the upstream rings it, and nothing follows when it fails. A
+forwarding target is routed through the dial plan with the caller's call
 level, as if the caller had dialled it. More than `MAX_HOPS` forwards, or a
 number the call has already reached, ends the call (482, cause 25).
 """
@@ -59,6 +61,7 @@ class Ring:
     numbers: tuple[str, ...]
     seconds: int
     forward: Forward | None = None  # this stage follows a forward: the caller gets 181
+    trunk: int = 0  # not local users: one number, dialled through this trunk
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -97,8 +100,11 @@ class Directory:
 class TargetPlan:
     """The stages of one call; `first` once, then `next` after each stage that failed."""
 
-    def __init__(self, number: str, caller_level: int, directory: Directory) -> None:
-        self.number = number  # the user or group ringing now
+    def __init__(
+        self, number: str, caller_level: int, directory: Directory, trunk: int = 0
+    ) -> None:
+        self.number = number  # the user, group or outside number ringing now
+        self.trunk = trunk  # the outside number's trunk
         self.caller_level = caller_level
         self.directory = directory
         self.forwards: list[Forward] = []
@@ -114,9 +120,13 @@ class TargetPlan:
         return self.number
 
     def first(self, now: float) -> Step:
+        if self.trunk:
+            return Ring((self.number,), 0, None, self.trunk)
         return self._enter(self.number, None, now)
 
     def next(self, outcome: Outcome, now: float) -> Step:
+        if self.trunk:  # an outside number: the upstream had its say
+            return Stop()
         if self.group is not None:
             return self._next_member(now)
         if self.dnd:
@@ -155,6 +165,9 @@ class TargetPlan:
         self.reached.add(decision.number)
         forward = Forward(reason, by, decision.number)
         self.forwards.append(forward)
+        if decision.trunk:
+            self.number, self.group, self.trunk = decision.number, None, decision.trunk
+            return Ring((decision.number,), 0, forward, decision.trunk)
         return self._enter(decision.number, forward, now)
 
     def _enter_group(self, group: HuntGroup, forward: Forward | None, now: float) -> Step:

@@ -1,9 +1,10 @@
 """One batch of stream entries, one durable transaction.
 
 CDRs are inserted once by UUID; what the batch says about each server (last
-call, last registration, client count, crashes) and each user's call settings
-(DND and forwarding set from a phone) is applied with conditional updates, so a
-batch read late or twice never moves anything backwards.
+call, last registration, client count, crashes), each user's call settings
+(DND and forwarding set from a phone) and each trunk's registration state is
+applied with conditional updates, so a batch read late or twice never moves
+anything backwards.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from sipnodes.engine.events import (
     MalformedEvent,
     RegistrationData,
     StatusData,
+    TrunkData,
 )
 from sipnodes.models import Cdr as CdrRow
-from sipnodes.models import LocalUser, VirtualServer
+from sipnodes.models import LocalUser, Trunk, VirtualServer
 from sipnodes.provisioning import apply_on_commit
 
 from .parse import Entry, Fields, cdr_columns, parse_entry, utc
@@ -118,6 +120,13 @@ def ingest_batch(entries: Sequence[Entry]) -> IngestResult:
     for server_id, server_activity in activity.items():
         _record_activity(server_id, server_activity)
     unknown_user, changed_servers = _record_call_settings(known)
+    record_trunk_states(
+        [
+            TrunkReport.of(event.server_id, event.ts, event.data)
+            for event in known
+            if isinstance(event.data, TrunkData)
+        ]
+    )
     for server in VirtualServer.objects.filter(pk__in=changed_servers).select_related("host"):
         apply_on_commit(server)  # the rendered config holds the phone's change from now on
     return IngestResult(
@@ -199,6 +208,61 @@ def _record_call_settings(events: list[Event]) -> tuple[int, set[int]]:
         elif not users.exists():
             unknown += counts[(server_id, number)]
     return unknown, changed_servers
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkReport:
+    """What a `trunk` event says about one trunk of one server; times in epoch seconds."""
+
+    server_id: int
+    trunk_id: int
+    ts: float  # the event's own time
+    state: str
+    reason: str
+    attempt: float
+    next_attempt: float | None
+
+    @classmethod
+    def of(cls, server_id: int, ts: float, data: TrunkData) -> TrunkReport:
+        return cls(
+            server_id, data.trunk, ts, data.state, data.reason, data.attempt, data.next_attempt
+        )
+
+    @property
+    def order(self) -> tuple[float, float]:
+        return (self.ts, self.attempt)
+
+
+# The state's reason as the column can hold it (the worker's text is cut, not refused).
+_REASON_LENGTH = Trunk._meta.get_field("state_reason").max_length
+
+
+def record_trunk_states(reports: Sequence[TrunkReport]) -> int:
+    """Each trunk's newest report, applied only over older ones: neither the event's time
+    nor its attempt may be older than the row's. A trunk edited in the portal since
+    (`state_at` moved to the edit) ignores reports about its old settings; a trunk that
+    is not the server's (deleted since, or never) is skipped. Returns the rows changed."""
+    newest: dict[tuple[int, int], TrunkReport] = {}
+    for report in reports:
+        key = (report.server_id, report.trunk_id)
+        if key not in newest or report.order >= newest[key].order:  # a tie: the later entry
+            newest[key] = report
+    changed = 0
+    for report in newest.values():
+        at, attempt = utc(report.ts), utc(report.attempt)
+        changed += (
+            Trunk.objects.filter(server_id=report.server_id, pk=report.trunk_id)
+            .filter(Q(state_at__isnull=True) | Q(state_at__lte=at))
+            .filter(Q(last_attempt_at__isnull=True) | Q(last_attempt_at__lte=attempt))
+            .update(
+                state=report.state,
+                state_reason=report.reason[:_REASON_LENGTH],
+                state_at=at,
+                last_attempt_at=attempt,
+                next_attempt_at=None if report.next_attempt is None else utc(report.next_attempt),
+            )
+        )
+    return changed
 
 
 def _at_least(column: str, value: datetime.datetime) -> Greatest:

@@ -3,8 +3,20 @@
 import pytest
 from django.urls import reverse
 
-from sipnodes import features_services
-from sipnodes.models import FeatureCode, HuntGroup, HuntGroupMember, LocalUser, VirtualServer
+from sipnodes import branch_services, features_services, trunk_services
+from sipnodes import services as sipnode_services
+from sipnodes.models import (
+    BranchNetwork,
+    BranchNetworkMember,
+    DialRule,
+    FeatureCode,
+    HuntGroup,
+    HuntGroupMember,
+    LocalUser,
+    Trunk,
+    TrunkDid,
+    VirtualServer,
+)
 from tenants import urls as tenant_urls
 from tests.factories import TenantWithServer, make_member
 
@@ -14,6 +26,42 @@ def hunt_group(t: TenantWithServer) -> HuntGroup:
     group = HuntGroup.objects.filter(server=t.server, number="600").first()
     return group or features_services.hunt_group_create(
         server=t.server, number="600", name="Sales", mode="simultaneous", members=[t.user]
+    )
+
+
+def trunk(t: TenantWithServer) -> Trunk:
+    """The tenant's trunk ITSP, with a DID (made the first time it is asked for)."""
+    found = Trunk.objects.filter(server=t.server, name="ITSP").first()
+    return found or trunk_services.trunk_create(
+        server=t.server,
+        password="trunk-password",
+        dids=[("85550100", t.user)],
+        name="ITSP",
+        address="203.0.113.5",
+        port=5060,
+        transport="UDP",
+        mode="register",
+        username="acme",
+    )
+
+
+def dial_rule(t: TenantWithServer) -> DialRule:
+    """The tenant's rule for prefix 0, to its trunk (made the first time it is asked for)."""
+    found = DialRule.objects.filter(server=t.server, prefix="0").first()
+    return found or trunk_services.dial_rule_create(
+        server=t.server, prefix="0", route="sip_trunk", trunk=trunk(t), strip=1
+    )
+
+
+def branch_network(t: TenantWithServer) -> BranchNetwork:
+    """The tenant's network Offices: its server a branch (81) of a second server (made
+    the first time it is asked for)."""
+    found = BranchNetwork.objects.filter(tenant=t.tenant).first()
+    if found:
+        return found
+    hub = sipnode_services.server_create(tenant=t.tenant, name=f"{t.tenant.name} hub")
+    return branch_services.branch_network_create(
+        tenant=t.tenant, name="Offices", trunk_server=hub, members=[(t.server, "81")]
     )
 
 
@@ -37,6 +85,16 @@ OBJECT_URLS = {
     "hunt-group-edit": lambda t: [t.server.pk, hunt_group(t).pk],
     "hunt-group-delete": lambda t: [t.server.pk, hunt_group(t).pk],
     "feature-codes": lambda t: [t.server.pk],
+    "trunk-list": lambda t: [t.server.pk],
+    "trunk-create": lambda t: [t.server.pk],
+    "trunk-edit": lambda t: [t.server.pk, trunk(t).pk],
+    "trunk-delete": lambda t: [t.server.pk, trunk(t).pk],
+    "dial-rule-list": lambda t: [t.server.pk],
+    "dial-rule-create": lambda t: [t.server.pk],
+    "dial-rule-edit": lambda t: [t.server.pk, dial_rule(t).pk],
+    "dial-rule-delete": lambda t: [t.server.pk, dial_rule(t).pk],
+    "branch-network-edit": lambda t: [branch_network(t).pk],
+    "branch-network-delete": lambda t: [branch_network(t).pk],
 }
 # Pages that only show: a POST to them is refused before anything is looked up (405).
 READ_ONLY_URLS = {
@@ -46,9 +104,42 @@ READ_ONLY_URLS = {
     "live-calls",
     "live-calls-events",
     "hunt-group-list",
+    "dial-rule-list",
 }
 # The account page takes no id: it shows the member's own tenant (tests/tenants/test_i18n.py).
-NOT_OBJECT_URLS = {"signup", "verify-email", "server-list", "account", "set-language"}
+# The branch network list and its create page take no id either: they are the member's
+# tenant's (tests/tenants/test_branch_networks.py shows other tenants' are out of reach).
+NOT_OBJECT_URLS = {
+    "signup",
+    "verify-email",
+    "server-list",
+    "account",
+    "set-language",
+    "branch-network-list",
+    "branch-network-create",
+}
+
+
+# What the trunk and dial-plan forms take, valid, so that a view that forgot its checks
+# would change something (the trunk and rule of `trunk()` and `dial_rule()` included).
+TRUNK_AND_RULE_POST = {
+    "address": "198.51.100.9",
+    "transport": "UDP",
+    "mode": "ip_trust",
+    "expires": 3600,
+    "password": "pwned-password",
+    "clear_password": "on",
+    "dids": "666 = 100",
+    "external_line": "",
+    "prefix": "66",
+    "route": "local_user",
+    "strip": 0,
+    "call_level": 0,
+    "confirm": "on",
+    "caller_prefix": "66",
+    "inbound": "transit",
+    "prefix_1": "66",
+}
 
 
 def test_every_tenant_url_is_covered_here():
@@ -63,6 +154,11 @@ def snapshot() -> list:
         list(HuntGroup.objects.order_by("pk").values()),
         list(HuntGroupMember.objects.order_by("pk").values()),
         list(FeatureCode.objects.order_by("pk").values()),
+        list(Trunk.objects.order_by("pk").values()),
+        list(TrunkDid.objects.order_by("pk").values()),
+        list(DialRule.objects.order_by("pk").values()),
+        list(BranchNetwork.objects.order_by("pk").values()),
+        list(BranchNetworkMember.objects.order_by("pk").values()),
     ]
 
 
@@ -83,6 +179,7 @@ def test_a_member_of_a_gets_404_for_b_objects(client, tenant_a, tenant_b, name, 
             "dnd": "on",
             "reset": "1",
             "members": "100",
+            **TRUNK_AND_RULE_POST,
         },
     )
     assert post.status_code == (405 if name in READ_ONLY_URLS else 404)
@@ -127,6 +224,7 @@ def test_a_viewer_cannot_change_anything(viewer_client, tenant_a, name):
             "timeout": 60,
             "dnd_on": "*55",
             "reset": "1",
+            **TRUNK_AND_RULE_POST,
         },
     )
     assert response.status_code == (405 if name in READ_ONLY_URLS else 403)

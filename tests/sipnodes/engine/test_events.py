@@ -17,6 +17,7 @@ from sipnodes.engine.events import (
     MalformedEvent,
     RegistrationData,
     StatusData,
+    TrunkData,
     make_event,
 )
 from tests.factories import SAMPLE_T0, sample_cdr, sample_cdr_event
@@ -30,6 +31,9 @@ EVENTS = {
     "call": make_event(CallData("c1@127.0.0.1", "100", "101", "ringing"), 7, SAMPLE_T0),
     "status": make_event(StatusData("stopped", "Acme PBX", 3, 1), 7, SAMPLE_T0 + 0.125),
     "crash": make_event(CrashData(pid=991), 7, SAMPLE_T0),
+    "trunk": make_event(
+        TrunkData(3, "failing", "403 Forbidden", SAMPLE_T0, SAMPLE_T0 + 30), 7, SAMPLE_T0
+    ),
     "call settings": make_event(
         CallSettingsData("100", True, "", "201", "", "", SAMPLE_T0), 7, SAMPLE_T0
     ),

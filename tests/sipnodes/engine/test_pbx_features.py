@@ -564,6 +564,9 @@ def test_a_call_back_rings_callee1_then_callee2_and_connects_them():
     cdr = s.cdr()
     assert (cdr["caller"], cdr["callee"]) == ("101", "102")
     assert cdr["fci"] == "callTag=2;cause=16;callback=cb1"
+    live = [(e["call_id"], e["state"]) for e in s.events("call")]
+    assert live[0] == ("callback-cb1", "initiated") and live[-1] == ("callback-cb1", "released")
+    assert ("callback-cb1", "answered") in live  # the live view shows it like any call
 
 
 def test_a_busy_callee1_ends_the_call_back_and_callee2_is_never_called():
