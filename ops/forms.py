@@ -32,3 +32,15 @@ class ExemptionForm(forms.Form):
             raise forms.ValidationError(_("It is exempt already."))
         data[data["kind"]] = found
         return data
+
+
+class SecondFactorCodeForm(forms.Form):
+    """A code from the operator's authenticator app, or one of their recovery codes."""
+
+    code = forms.CharField(
+        label=gettext_lazy("One-time code"),
+        max_length=40,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "autofocus": True, "spellcheck": "false"}
+        ),
+    )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from ops import views
+from ops import second_factor_views, views
 
 app_name = "ops"
 
@@ -14,4 +14,12 @@ urlpatterns = [
     path("purge/policy/", views.policy, name="policy"),
     path("purge/exemptions/", views.exemption_add, name="exemption-add"),
     path("purge/exemptions/<int:pk>/delete/", views.exemption_delete, name="exemption-delete"),
+    path("second-factor/", second_factor_views.overview, name="second-factor"),
+    path("second-factor/verify/", second_factor_views.verify, name="second-factor-verify"),
+    path("second-factor/enrol/", second_factor_views.enrol, name="second-factor-enrol"),
+    path(
+        "second-factor/recovery-codes/",
+        second_factor_views.recovery_codes,
+        name="second-factor-recovery-codes",
+    ),
 ]

@@ -15,17 +15,25 @@ from django.views.decorators.http import require_POST, require_safe
 from ops import selectors, services, tasks
 from ops.forms import ExemptionForm, PolicyForm
 from ops.models import Exemption, PurgeRun
+from ops.second_factor import redirect_to_second_factor
+from sipnodes import live_state
 
 CANDIDATES_SHOWN = 100
 
 
 def staff_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """The pages do not exist for anyone but operators (Django staff)."""
+    """The pages do not exist for anyone but operators (Django staff).
+
+    An operator's session must be verified with a second factor too; the middleware
+    (ops.middleware) sends it to verification first, and this refuses it should it not.
+    """
 
     @wraps(view)
     def wrapper(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
         if not (request.user.is_authenticated and request.user.is_staff):
             raise Http404
+        if not request.user.is_verified():
+            return redirect_to_second_factor(request)
         return view(request, *args, **kwargs)
 
     return wrapper
@@ -63,9 +71,10 @@ def servers(request: HttpRequest) -> HttpResponse:
     tenant = request.GET.get("tenant", "")
     tenant_id = int(tenant) if tenant.isdigit() else None
     page = selectors.servers_page(query=query, tenant_id=tenant_id, after=_after(request))
-    return render(
-        request, "ops/servers.html", {"page": page, "query": query, "tenant_id": tenant_id}
-    )
+    blocked = live_state.blocked_sources_of(server_uids=[s.uid for s in page.rows])
+    rows = [(server, blocked[str(server.uid)]) for server in page.rows]
+    context = {"page": page, "rows": rows, "query": query, "tenant_id": tenant_id}
+    return render(request, "ops/servers.html", context)
 
 
 @staff_only

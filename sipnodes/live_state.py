@@ -2,12 +2,13 @@
 change, for the live calls page.
 
 The worker keeps its registrations (`sipcloud:vs:<uid>:loc`) and its calls in progress
-(`sipcloud:vs:<uid>:calls`) in Redis so that a restart finds them again. Both are keyed by
-the server's uid, never reused, so a server can never restore another's state; deleting a
-server (and, once it exists, purging one) still removes them, rather than leaving them to
-their TTL.
+(`sipcloud:vs:<uid>:calls`) in Redis so that a restart finds them again, and the sources it
+blocks for guessing passwords (`sipcloud:vs:<uid>:blocked`) for the server's pages. All are
+keyed by the server's uid, never reused, so a server can never restore another's state;
+deleting or purging a server removes them, rather than leaving them to their TTL.
 """
 
+import datetime
 import json
 import logging
 import time
@@ -22,7 +23,14 @@ from django.conf import settings
 from django.db import transaction
 
 from sipnodes.engine.config import uid_before_uids
-from sipnodes.engine.events import CallData, Event, MalformedEvent, live_calls_key, live_channel
+from sipnodes.engine.events import (
+    CallData,
+    Event,
+    MalformedEvent,
+    guard_key,
+    live_calls_key,
+    live_channel,
+)
 from sipnodes.engine.location import location_key
 from sipnodes.live_hub import ChannelLost, FellBehind, LiveHub
 from sipnodes.models import VirtualServer
@@ -34,7 +42,57 @@ def live_state_keys(*, server_uid: uuid.UUID | str, server_id: int | None = None
     """The keys of one server's live state; with its id, also those a worker whose config
     was rendered before servers had a uid writes (`id-<id>`, sipnodes.engine.config)."""
     uids = [str(server_uid)] + ([uid_before_uids(server_id)] if server_id is not None else [])
-    return [key for uid in uids for key in (location_key(uid), live_calls_key(uid))]
+    return [key for uid in uids for key in (location_key(uid), live_calls_key(uid), guard_key(uid))]
+
+
+@dataclass(frozen=True)
+class BlockedSource:
+    """A source address the worker drops for guessing passwords (sipnodes.engine.guard)."""
+
+    source: str
+    until: datetime.datetime
+    blocks: int  # how many times it has been blocked: each block lasts twice as long
+    user: str  # the user it last guessed for
+
+
+def blocked_sources(*, server_uid: uuid.UUID | str) -> list[BlockedSource]:
+    """The worker's block list, still in force; empty when Redis cannot be reached."""
+    return blocked_sources_of(server_uids=[server_uid])[str(server_uid)]
+
+
+def blocked_sources_of(*, server_uids: list[uuid.UUID | str]) -> dict[str, list[BlockedSource]]:
+    """The block lists of several servers, read in one round trip (the operator pages)."""
+    uids = [str(uid) for uid in server_uids]
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for uid in uids:
+            pipe.get(guard_key(uid))
+        raws = pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("could not read the block lists: %s", exc)
+        raws = [None] * len(uids)
+    finally:
+        client.close()
+    return {uid: _block_list(uid, raw) for uid, raw in zip(uids, raws, strict=True)}
+
+
+def _block_list(uid: str, raw: bytes | None) -> list[BlockedSource]:
+    now = time.time()
+    try:
+        return [
+            BlockedSource(
+                e["source"],
+                datetime.datetime.fromtimestamp(e["until"], datetime.UTC),
+                int(e["blocks"]),
+                str(e["user"]),
+            )
+            for e in (json.loads(raw) if raw else [])
+            if e["until"] > now
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("unreadable block list of %s: %s", uid, exc)
+        return []
 
 
 def live_state_delete(*, server_uid: uuid.UUID | str, server_id: int | None = None) -> None:

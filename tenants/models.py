@@ -83,3 +83,32 @@ class Membership(models.Model):
     @property
     def can_change(self) -> bool:
         return self.role in {self.Role.OWNER, self.Role.ADMIN}
+
+
+class LoginAddress(models.Model):
+    """An address a user has logged in from: log-in throttling spares it (docs/security.md).
+
+    Attempts for the user from such an address are counted apart from everyone else's, so a
+    guessing attack from elsewhere never pauses the owner there. Addresses are kept as the
+    throttle counts them (an IPv6 /64 by its first address).
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="login_addresses",
+        verbose_name=_("user"),
+    )
+    address = models.GenericIPAddressField(_("address"))
+    first_login_at = models.DateTimeField(_("first log-in"), auto_now_add=True)
+    last_login_at = models.DateTimeField(_("last log-in"))
+
+    class Meta:
+        verbose_name = _("log-in address")
+        verbose_name_plural = _("log-in addresses")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "address"], name="login_address_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.address}"

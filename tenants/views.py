@@ -32,7 +32,7 @@ from sipnodes import services as sipnode_services
 from sipnodes.credentials import new_callback_secret
 from sipnodes.models import BranchNetwork, LocalUser, VirtualServer
 from sipnodes.services import NoHostAvailable, PortInUse
-from tenants import exports, selectors, services
+from tenants import exports, selectors, services, throttle
 from tenants.forms import (
     AccountForm,
     BranchNetworkForm,
@@ -53,6 +53,27 @@ from tenants.models import Tenant, User
 
 def signup(request: HttpRequest) -> HttpResponse:
     form = SignupForm(request.POST or None)
+    if request.method == "POST":
+        # Every submission counts, whether it succeeds or not (docs/security.md).
+        address = throttle.client_address(request)
+        limits = [throttle.Limit(throttle.SIGNUP_ADDRESS, address)] if address else []
+        until = throttle.refused_until(limits)
+        if until is not None:
+            message = _("Too many sign-ups from your address. Please try again in %(wait)s.") % {
+                "wait": throttle.wait_text(until)
+            }
+            return render(
+                request,
+                "tenants/signup.html",
+                {
+                    "form": SignupForm(
+                        initial={k: request.POST.get(k) for k in ("email", "company_name")}
+                    ),
+                    "throttle_message": message,
+                },
+                status=429,
+            )
+        throttle.count(limits)
     if request.method == "POST" and form.is_valid():
         try:
             result = services.tenant_signup(
@@ -111,6 +132,7 @@ def server_detail(request: HttpRequest, pk: int) -> HttpResponse:
             ],
             "clients": sipnode_selectors.server_clients(server=server),
             "trunks": trunk_selectors.server_trunks(server=server),
+            "blocked": live_state.blocked_sources(server_uid=server.uid),
             "can_change": selectors.membership(request.user, server).can_change,
             "power_actions": [
                 ("start", _("Start")),

@@ -1,5 +1,6 @@
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,13 @@ from sipnodes.models import SipHost
 from tenants.models import User
 from tests.factories import make_member, make_tenant_with_server
 from tests.portal import Portal
+from tests.second_factor import verified_login
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttle(settings) -> None:
+    """Each test starts with no failed log-ins, signups or reset requests counted."""
+    settings.SIPCLOUD_THROTTLE_KEY_PREFIX = f"sipcloud-test:{uuid.uuid4().hex}:throttle:"
 
 
 @pytest.fixture
@@ -43,12 +51,13 @@ def viewer_client(client, tenant_a):
 
 @pytest.fixture
 def operator_client(db) -> Client:
-    """A platform operator (staff) logged in to the admin, beside any tenant's client."""
+    """A platform operator (staff) logged in to the admin with a second factor, beside any
+    tenant's client."""
     operator = User.objects.create_superuser(
         username="op@example.com", email="op@example.com", password="x" * 12
     )
     client = Client()
-    client.force_login(operator)
+    verified_login(client, operator)
     return client
 
 

@@ -51,6 +51,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Operators' second factor (ops/second_factor.py): authenticator apps, recovery codes.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "tenants",
     "sipnodes",
     "ops",
@@ -58,12 +62,19 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every page (CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # A log-in refused by the throttle gets a page saying why and until when.
+    "tenants.login_throttle.LoginThrottleMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    # Staff reach /ops/ and /admin/ only with a session verified by a second factor.
+    "ops.middleware.OperatorSecondFactorMiddleware",
     "config.middleware.MemberPreferencesMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -99,8 +110,15 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default is shared by the web server, Celery and ingest processes: take
     # the write lock when a transaction begins, and wait for it, rather than failing with
-    # "database is locked" when a reading transaction later tries to write.
-    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+    # "database is locked" when a reading transaction later tries to write. In WAL mode
+    # (kept in the file once set), readers never block the one writer nor it them, and a
+    # writer waits up to `timeout` seconds (the busy timeout) for the write lock. The
+    # default `synchronous=FULL` stays: ingest acknowledges events only after a commit.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=20000",
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -112,9 +130,17 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Log-ins are throttled per address and per account before any password is compared
+# (tenants/login_throttle.py, docs/security.md).
+AUTHENTICATION_BACKENDS = [
+    "tenants.login_throttle.ThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "tenants:server-list"
 LOGOUT_REDIRECT_URL = "login"
+# The name operators' authenticator apps show beside the code.
+OTP_TOTP_ISSUER = "sipcloud"
 
 # Visitors get the language their browser asks for (Accept-Language), members the one in
 # their profile; a request that asks for neither gets Chinese, the language most of the
@@ -137,6 +163,28 @@ STORAGES = {
 }
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The counters and cool-offs of the log-in, password reset and signup throttle.
+SIPCLOUD_THROTTLE_REDIS_URL = os.environ.get("SIPCLOUD_THROTTLE_REDIS_URL", REDIS_URL)
+SIPCLOUD_THROTTLE_KEY_PREFIX = "sipcloud:throttle:"
+
+# Only the portal's own files: no inline script, style or event handler anywhere (the
+# live calls page and the signup page load theirs from static/); EventSource and fetch
+# only to the portal itself; no framing, plugins or foreign form targets. Images may be
+# data: URIs (QR codes for authenticator apps). docs/security.md.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")

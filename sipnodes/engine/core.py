@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
@@ -19,6 +20,7 @@ from .config import Config
 from .dialplan import DialPlan
 from .digest import Authenticator
 from .events import Event, EventData, StatusData, make_event
+from .guard import Guard
 from .location import LocationTable
 from .media import Media, MediaSettings, PassThrough
 from .message import RemoteProtocolError, Request, Response, parse
@@ -40,9 +42,13 @@ log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, REFER, NOTIFY"
 SWEEP_INTERVAL = 1.0
+GUARD_SWEEP = 60.0  # seconds between clean-ups of the password-guessing counters
 # Option tags a request may Require (100rel is a later issue); replaces: RFC 3891 transfer.
 SUPPORTED: frozenset[str] = frozenset({"replaces"})
 RETRY_AFTER = 5
+# A refresh REGISTER that changes nothing is an event at most this often (seconds): the
+# server's registration activity, which the zombie purge reads (`last_registration_at`).
+ACTIVITY_INTERVAL = 3600.0
 # Methods we know but only relay inside a call's dialog.
 _IN_DIALOG_ONLY = {"BYE", "INFO", "UPDATE", "NOTIFY", "MESSAGE", "REFER", "PRACK", "SUBSCRIBE"}
 
@@ -64,6 +70,7 @@ class Engine:
         self.to_wall = to_wall
         self.outbox: list[Send] = []
         self.events: list[Event] = []
+        self._registration_reported = -math.inf  # when the last `register` event went out
         self.scheduler = Scheduler()
         self.location = LocationTable(to_wall)
         self.layer = TransactionLayer(self.scheduler, self.outbox)
@@ -75,6 +82,8 @@ class Engine:
         self.admit = 1.0
         self._admit_credit = 0.0
         self.shed = 0
+        self.guard = Guard(to_wall)
+        self._guard_swept = now
         self._apply(config)
         self.b2bua = B2BUA(
             layer=self.layer,
@@ -116,6 +125,8 @@ class Engine:
         """One message from the network. Bad input is dropped, never raised."""
         if not data.strip(b"\r\n"):
             return  # keepalive (RFC 5626 CRLF ping over UDP)
+        if self.guard.blocked(peer.host, now):
+            return  # guessing passwords: dropped unanswered until the block ends
         if self.admit < 1.0:
             refusal = shed_response(data, RETRY_AFTER)
             if refusal is not None and not self._admitted():
@@ -166,6 +177,7 @@ class Engine:
             return
         if tx is None:
             return
+        self.auth.last = None
         try:
             self._dispatch(req, tx, peer, now)
         except (RemoteProtocolError, ValueError, KeyError, IndexError) as exc:
@@ -173,6 +185,8 @@ class Engine:
             log.debug("refused %s from %s: %s", req.method, peer.host, exc)
             if not tx.final_sent:
                 tx.respond(make_response(req, status, f"Bad Request - {exc}"[:60]), now)
+        if self.auth.last is not None:  # the request answered a challenge: right or wrong
+            self.guard.observe(peer.host, self.auth.last, now)
 
     def _dispatch(self, req: Request, tx: ServerTransaction, peer: Peer, now: float) -> None:
         method = req.method
@@ -226,6 +240,9 @@ class Engine:
     def _sweep(self, now: float) -> None:
         self._emit_registrations(self.registrar.expire(now), now)
         self.b2bua.check_media(now)
+        if now >= self._guard_swept + GUARD_SWEEP:
+            self.guard.sweep(now)
+            self._guard_swept = now
         self.scheduler.call_at(now + SWEEP_INTERVAL, self._sweep)
 
     def restore(self, records: dict[Any, Any], now: float) -> int:
@@ -280,7 +297,12 @@ class Engine:
         self.events.append(make_event(data, self.config.server_id, self.to_wall(now)))
 
     def _emit_registrations(self, changes: list[RegistrationChange], now: float) -> None:
+        """One event per change; a refresh only when no `register` went out for an hour."""
         for change in changes:
+            if change.refresh and now < self._registration_reported + ACTIVITY_INTERVAL:
+                continue
+            if change.action == "register":
+                self._registration_reported = now
             self.emit(change.data(), now)
 
     def status(self, state: str, now: float) -> None:

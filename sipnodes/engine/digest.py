@@ -40,6 +40,7 @@ class Outcome(enum.Enum):
 class AuthResult:
     outcome: Outcome
     user: User | None = None
+    username: str = ""  # the name the credentials gave (FORBIDDEN: maybe no such user)
 
 
 def _h(algorithm: str, text: str) -> str:
@@ -102,6 +103,8 @@ class Authenticator:
         self.users = users
         self.secret = secret or os.urandom(16)
         self.order = order
+        # The last answer checked: the core reads it after each request, for the guard.
+        self.last: AuthResult | None = None
 
     def nonce(self, now: float) -> str:
         stamp = f"{int(now * 1000):x}"
@@ -129,6 +132,10 @@ class Authenticator:
 
     def check(self, header: str | None, method: str, now: float) -> AuthResult:
         """Check an Authorization/Proxy-Authorization value for `method`."""
+        self.last = self._check(header, method, now)
+        return self.last
+
+    def _check(self, header: str | None, method: str, now: float) -> AuthResult:
         if not header:
             return AuthResult(Outcome.CHALLENGE)
         params = digest_parameters(header)
@@ -156,7 +163,7 @@ class Authenticator:
             algorithm, secret_ha1, nonce, method, params.get("uri", ""), params
         )
         if user is None or not hmac.compare_digest(expected, params.get("response", "").lower()):
-            return AuthResult(Outcome.FORBIDDEN)
+            return AuthResult(Outcome.FORBIDDEN, username=username)
         if age > NONCE_LIFETIME:
             return AuthResult(Outcome.STALE, user)
         return AuthResult(Outcome.OK, user)

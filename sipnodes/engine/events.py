@@ -33,6 +33,11 @@ def live_channel(server_uid: str) -> str:
     return f"sipcloud:vs:{server_uid}:live"
 
 
+def guard_key(server_uid: str) -> str:
+    """The sources the server blocks for guessing passwords (JSON list, `guard.block_list`)."""
+    return f"sipcloud:vs:{server_uid}:blocked"
+
+
 def live_calls_key(server_uid: str) -> str:
     """Hash of the calls in progress (field: O-side Call-ID, value: the last call event)."""
     return f"sipcloud:vs:{server_uid}:calls"

@@ -26,6 +26,7 @@ from .events import (
     CallData,
     Event,
     MalformedEvent,
+    guard_key,
     live_calls_key,
     live_channel,
 )
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 RETRY_INTERVAL = 1.0
+BLOCK_LIST_TTL = 3600  # the longest block: a list nobody refreshes goes with it
 # After the first event of a quiet spell, wait this long so that what follows under load
 # goes to Redis in the same round trip (a few ms against the live view's one second).
 # Not when a registration is pending: the phone has its 200 OK, and a worker killed in
@@ -174,6 +176,7 @@ class EventSink:
         self.queue: deque[Event] = deque()
         self.loc_ops: deque[LocationOp] = deque()
         self.loc_dirty = False
+        self.blocked: bytes | None = None  # the guard's block list, to write
         self.connected = True
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -188,6 +191,11 @@ class EventSink:
         if events:
             self.queue.extend(events)
             self._wake.set()
+
+    def put_blocked(self, block_list: bytes) -> None:
+        """The sources blocked for guessing passwords (JSON), for the server's pages."""
+        self.blocked = block_list
+        self._wake.set()
 
     def put_location(self, ops: list[LocationOp]) -> None:
         if ops:
@@ -216,6 +224,7 @@ class EventSink:
         try:
             await self._flush_events()
             await self._flush_location()
+            await self._flush_blocked()
         except _ERRORS as exc:
             if self.connected:
                 log.warning("redis unreachable, spooling events: %s", exc)
@@ -324,6 +333,15 @@ class EventSink:
         await self.redis.execute(commands)
         for _ in ops:
             self.loc_ops.popleft()
+
+    async def _flush_blocked(self) -> None:
+        block_list = self.blocked
+        if block_list is None:
+            return
+        key = guard_key(self.server_uid)
+        await self.redis.execute([("SET", key, block_list, "EX", str(BLOCK_LIST_TTL))])
+        if self.blocked is block_list:
+            self.blocked = None
 
     async def load_location(self) -> dict[bytes, bytes] | None:
         try:

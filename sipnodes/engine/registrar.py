@@ -25,6 +25,10 @@ class RegistrationChange:
     contact: str
     expires: int
     registered_clients: int
+    # A REGISTER that renewed a binding, same contact from the same address: nothing the
+    # event stream reports changed. The engine reports these at most once an hour
+    # (`Engine._emit_registrations`), as the server's registration activity.
+    refresh: bool = False
 
     def data(self) -> RegistrationData:
         """The registration event's payload (`RegistrationData` names the fields)."""
@@ -139,6 +143,7 @@ class Registrar:
                     changes.append(self._change("unregister", contact, 0))
                 continue
             old = self.location.get(user, contact)
+            refresh = old is not None and old.peer == peer
             self.location.put(
                 Binding(
                     user=user,
@@ -147,15 +152,17 @@ class Registrar:
                     expires_at=now + expires,
                     call_id=request.call_id,
                     cseq=request.cseq.sequence,
-                    registered_at=old.registered_at if old and old.peer == peer else now,
+                    registered_at=old.registered_at if old and refresh else now,
                     wall_offset=self.location.wall_offset(now),
                 )
             )
-            changes.append(self._change("register", contact, expires))
+            changes.append(self._change("register", contact, expires, refresh))
         return changes
 
-    def _change(self, action: str, contact: str, expires: int) -> RegistrationChange:
-        return RegistrationChange(action, "", contact, expires, 0)
+    def _change(
+        self, action: str, contact: str, expires: int, refresh: bool = False
+    ) -> RegistrationChange:
+        return RegistrationChange(action, "", contact, expires, 0, refresh)
 
     def _ok(self, request: Request, user: str, now: float) -> Response:
         response = make_response(request, 200)
@@ -167,7 +174,10 @@ class Registrar:
     def _finish(self, user: str, changes: list[RegistrationChange]) -> list[RegistrationChange]:
         """Fill in the user and the client count once all changes are applied."""
         count = self.location.registered_clients()
-        return [RegistrationChange(c.action, user, c.contact, c.expires, count) for c in changes]
+        return [
+            RegistrationChange(c.action, user, c.contact, c.expires, count, c.refresh)
+            for c in changes
+        ]
 
     def expire(self, now: float) -> list[RegistrationChange]:
         gone = self.location.expire(now)

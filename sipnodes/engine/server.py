@@ -273,6 +273,9 @@ class Worker:
         if ops:
             self.sink.put_location(list(ops))
             ops.clear()
+        if engine.guard.changed:
+            self.sink.put_blocked(engine.guard.block_list(self.loop.time()))
+            engine.guard.changed = False
         deadline = engine.get_timer()
         armed = self._timer_at
         if armed is not None and deadline is not None and armed <= deadline:

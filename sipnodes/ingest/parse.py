@@ -30,6 +30,7 @@ CDR_TIME_COLUMNS = {
     "release": "released_at",
 }
 _CDR_FIELDS = tuple(f.name for f in dataclasses.fields(CdrData))
+CDR_COLUMNS = tuple(CDR_TIME_COLUMNS.get(name, name) for name in _CDR_FIELDS)  # of `cdr_columns`
 _TEXT_LIMITS = {
     f.name: f.max_length for f in Cdr._meta.get_fields() if isinstance(f, models.CharField)
 }

@@ -49,7 +49,12 @@ def test_a_real_call_colours_its_row_through_all_four_states(browser, node_host,
     )
     page = context.new_page()
     page.set_default_timeout(10_000)
-    page.goto(f"{portal.url}/servers/{server.pk}/live/")
+    # The page runs under the portal's Content-Security-Policy (config/settings/base.py): its
+    # script and styles are its own files, and nothing on it is refused.
+    refused = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
+    response = page.goto(f"{portal.url}/servers/{server.pk}/live/")
+    assert "script-src 'self';" in response.headers["content-security-policy"] + ";"
     page.get_by_text("Live: changes appear as they happen.").wait_for()
     assert page.locator("#no-live-calls").is_visible()
 
@@ -69,5 +74,6 @@ def test_a_real_call_colours_its_row_through_all_four_states(browser, node_host,
     assert page.locator("#live-rows tr").count() == 1  # one call, one row
     assert not page.locator("#no-live-calls").is_visible()  # the ended call stays a while
     assert sipp.wait(uac) == 0 and sipp.wait(uas) == 0
+    assert refused == []
     page.screenshot(path="var/live-calls-page.png", full_page=True)
     context.close()

@@ -10,6 +10,7 @@ from ops.models import Exemption, PurgeRun
 from sipnodes import services as sipnode_services
 from sipnodes.models import SipHost, VirtualServer
 from tests.factories import make_member
+from tests.second_factor import verified_login
 
 from .conftest import make_zombie
 
@@ -26,7 +27,7 @@ PAGES = [
 
 @pytest.fixture
 def ops_client(client, operator) -> Client:
-    client.force_login(operator)
+    verified_login(client, operator)
     return client
 
 
@@ -37,7 +38,9 @@ def test_only_operators_see_the_pages_anyone_else_gets_404(client, tenant_a, ope
     assert client.get(url).status_code == 404  # not logged in
     client.force_login(make_member(tenant_a.tenant, "owner"))
     assert client.get(url).status_code == 404
-    client.force_login(operator)
+    client.force_login(operator)  # the password alone: to the second factor first
+    assert client.get(url).status_code == 302
+    verified_login(client, operator)
     assert client.get(url).status_code == 200
 
 

@@ -22,6 +22,7 @@ from sipnodes.engine.location import location_key
 from sipnodes.models import Cdr, LocalUser, PortAllocation, VirtualServer
 from tenants.models import Tenant, User
 from tests.factories import make_tenant_with_server
+from tests.second_factor import verified_login
 from tests.sipnodes.node_host import state_of
 from tests.support import wait_for
 
@@ -289,7 +290,7 @@ def test_a_notice_goes_out_before_the_purge_in_each_members_language(host, opera
 
 
 def test_policy_changes_are_audited_with_who_and_what(operator, client):
-    client.force_login(operator)
+    verified_login(client, operator)
     response = client.post(
         reverse("ops:policy"),
         {"inactivity_days": 365, "cap_per_run": 100, "notice_days": 7, "grace_days": 0},

@@ -16,6 +16,7 @@ from sipnodes.ports import media_block_size
 from sipnodes.runtime_config import needs_restart, render_runtime_config
 from tenants.models import Tenant, User
 from tests.factories import make_member, make_tenant_with_server
+from tests.second_factor import verified_login
 from tests.sipnodes.engine.processes import cleanup_server
 from tests.sipnodes.node_host import EVENTS_REDIS_URL
 from tests.support import options_ping, wait_until
@@ -236,7 +237,7 @@ def test_staff_without_the_change_permission_cannot_change_an_edition(tenant_a):
     )
     staff.user_permissions.add(Permission.objects.get(codename="view_virtualserver"))
     client = Client()
-    client.force_login(staff)
+    verified_login(client, staff)
     url = edition_url(tenant_a.server)
     assert client.get(url).status_code == 403
     assert client.post(url, {"edition": 10, "paid_until": PAID, "_confirm": "1"}).status_code == 403

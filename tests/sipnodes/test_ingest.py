@@ -43,6 +43,7 @@ from sipnodes.models import LocalUser, VirtualServer
 from tenants.models import User
 from tests.factories import SAMPLE_T0 as T0
 from tests.factories import sample_cdr_event
+from tests.second_factor import verified_login
 from tests.support import wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -607,8 +608,9 @@ def test_whatever_the_parser_accepts_the_database_accepts(server, field, value):
 
 
 def test_ingested_cdrs_are_listed_read_only_in_the_admin(server, client):
-    client.force_login(
-        User.objects.create_superuser(username="op", email="op@example.com", password="x" * 12)
+    verified_login(
+        client,
+        User.objects.create_superuser(username="op", email="op@example.com", password="x" * 12),
     )
     ingest_batch(entries(sample_cdr_event(server.pk)))
     row = CdrRow.objects.get()
@@ -619,3 +621,35 @@ def test_ingested_cdrs_are_listed_read_only_in_the_admin(server, client):
     assert client.get("/admin/sipnodes/cdr/add/").status_code == 403
     change = client.get(f"/admin/sipnodes/cdr/{row.pk}/change/")
     assert change.status_code == 200 and b'name="_save"' not in change.content
+
+
+# ---- trimming what the group has acknowledged ---------------------------------------
+
+
+def test_the_stream_keeps_only_what_is_not_yet_acknowledged(server, stream):
+    client, key = stream
+    add(client, key, *(sample_cdr_event(server.pk, T0 + i) for i in range(350)))
+
+    consumer(key, batch_size=100).run(drain=True)
+
+    assert CdrRow.objects.count() == 350
+    assert client.xlen(key) < 100  # XTRIM MINID ~: whole nodes of 100 entries
+
+
+def test_entries_pending_or_unread_by_any_group_are_never_trimmed(server, stream):
+    client, key = stream
+    add(client, key, *(sample_cdr_event(server.pk, T0 + i) for i in range(300)))
+    client.xgroup_create(key, "ingest", id="0")
+    [[_, held]] = client.xreadgroup("ingest", "host-1", {key: ">"}, count=150)  # not acked
+
+    reader = consumer(key, name="host-2")
+    reader.run(drain=True)  # the other 150; host-1's are not idle long enough to claim
+
+    assert client.xlen(key) == 300  # the oldest entry is still pending
+    client.xack(key, "ingest", *(entry_id for entry_id, _ in held))
+    client.xgroup_create(key, "audit", id="0")  # another reader, which has read nothing
+    reader.trim()
+    assert client.xlen(key) == 300
+    client.xgroup_destroy(key, "audit")
+    reader.trim()
+    assert client.xlen(key) < 100

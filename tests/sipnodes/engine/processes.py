@@ -158,6 +158,7 @@ class Sipp:
         self.background: list[subprocess.Popen[bytes]] = []
         self.count = 0
         self.runs: dict[int, int] = {}  # a background SIPp's pid -> the number of its files
+        self.local_ip = "127.0.0.1"  # the address SIPp's phones send from
 
     def _args(self, scenario: str, port: int, target: str | None, extra: list[str]) -> list[str]:
         self.count += 1
@@ -169,7 +170,7 @@ class Sipp:
             "-sf",
             str(SIPP_DIR / scenario),
             "-i",
-            "127.0.0.1",
+            self.local_ip,
             "-p",
             str(port),
             "-nostdin",

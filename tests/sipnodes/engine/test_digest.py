@@ -37,8 +37,11 @@ def test_good_credentials_from_ha1_only(auth, algorithm, qop):
 def test_unknown_user_and_wrong_password_get_the_same_outcome(auth):
     wrong = auth.check(creds(auth, 100.0, password="nope"), "REGISTER", 100.0)
     unknown = auth.check(creds(auth, 100.0, user="999"), "REGISTER", 100.0)
-    assert wrong == unknown
+    # The same outcome and no user either way; only the name given differs (the guard
+    # counts failures per name tried), and nothing of it reaches the phone.
+    assert (wrong.outcome, wrong.user) == (unknown.outcome, unknown.user)
     assert wrong.outcome is Outcome.FORBIDDEN and wrong.user is None
+    assert (wrong.username, unknown.username) == ("100", "999")
 
 
 def test_missing_foreign_or_expired_nonce(auth):

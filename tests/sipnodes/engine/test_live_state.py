@@ -101,8 +101,10 @@ def test_deleting_the_live_state_also_takes_the_keys_of_a_config_without_uid(
     assert keys == [
         f"sipcloud:vs:{server_uid}:loc",
         f"sipcloud:vs:{server_uid}:calls",
+        f"sipcloud:vs:{server_uid}:blocked",
         "sipcloud:vs:id-987654321:loc",
         "sipcloud:vs:id-987654321:calls",
+        "sipcloud:vs:id-987654321:blocked",
     ]
     for key in keys:
         redis_client.hset(key, "f", "v")

@@ -129,3 +129,50 @@ def test_location_ops_and_restore_skip_expired():
     )
     assert count == 1
     assert sorted(op.op for op in fresh.location.ops) == ["del", "del"]
+
+
+def test_a_refresh_that_changes_nothing_is_an_event_at_most_once_an_hour():
+    pbx = Pbx()
+    desk = pbx.phone("100", 6000)
+    assert desk.register(1000.0, expires=60).code == 200
+    for minute in range(1, 60):  # an hour of refreshes: the binding's contact, its address
+        assert desk.register(1000.0 + 60 * minute, expires=60).code == 200
+    assert [r["action"] for r in pbx.events("registration")] == ["register"]
+    assert desk.register(4600.0, expires=60).code == 200  # an hour after the last event
+    regs = pbx.events("registration")
+    assert [(r["action"], r["user"], r["registered_clients"]) for r in regs] == [
+        ("register", "100", 1),
+        ("register", "100", 1),
+    ]
+    assert [op.op for op in pbx.engine.location.ops].count("set") == 61  # Redis keeps each
+
+
+def test_an_hour_counts_from_any_register_event_of_the_server():
+    pbx = Pbx()
+    desk = pbx.phone("100", 6000)
+    desk.register(1000.0)
+    pbx.phone("101", 6002).register(3000.0)  # a new binding: an event, the server's activity
+    desk.register(4601.0)  # refresh 3601 s after 100's event, but 1601 s after 101's
+    assert [r["user"] for r in pbx.events("registration")] == ["100", "101"]
+    desk.register(6601.0)
+    assert [r["user"] for r in pbx.events("registration")] == ["100", "101", "100"]
+
+
+def test_refreshes_that_change_something_are_events():
+    pbx = Pbx(registrar={"min_expires": 10})
+    desk = pbx.phone("100", 6000, host="203.0.113.9")
+    desk.register(1000.0, contact="<sip:100@192.168.1.20:5060>")
+    moved = pbx.phone("100", 40001, host="203.0.113.9")  # the NAT gave it another port
+    moved.register(1010.0, contact="<sip:100@192.168.1.20:5060>")
+    desk.register(1020.0, contact="<sip:100@192.168.1.21:5060>")  # a new contact
+    desk.register(1030.0, contact="<sip:100@192.168.1.21:5060>", expires=0)
+    desk.register(1040.0, contact="<sip:100@192.168.1.20:5060>", expires=10)  # (40001's)
+    pbx.engine.handle_timer(1051.0)  # expires
+    assert [r["action"] for r in pbx.events("registration")] == [
+        "register",
+        "register",
+        "register",
+        "unregister",
+        "register",
+        "expire",
+    ]
