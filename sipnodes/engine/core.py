@@ -177,7 +177,7 @@ class Engine:
             return
         if tx is None:
             return
-        self.auth.last = None
+        self.auth.take_last()  # what an earlier request left there is not this one's
         try:
             self._dispatch(req, tx, peer, now)
         except (RemoteProtocolError, ValueError, KeyError, IndexError) as exc:
@@ -185,8 +185,9 @@ class Engine:
             log.debug("refused %s from %s: %s", req.method, peer.host, exc)
             if not tx.final_sent:
                 tx.respond(make_response(req, status, f"Bad Request - {exc}"[:60]), now)
-        if self.auth.last is not None:  # the request answered a challenge: right or wrong
-            self.guard.observe(peer.host, self.auth.last, now)
+        answered = self.auth.take_last()
+        if answered is not None:  # the request answered a challenge: right or wrong
+            self.guard.observe(peer.host, answered, now)
 
     def _dispatch(self, req: Request, tx: ServerTransaction, peer: Peer, now: float) -> None:
         method = req.method

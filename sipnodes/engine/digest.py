@@ -103,8 +103,7 @@ class Authenticator:
         self.users = users
         self.secret = secret or os.urandom(16)
         self.order = order
-        # The last answer checked: the core reads it after each request, for the guard.
-        self.last: AuthResult | None = None
+        self._last: AuthResult | None = None  # the last answer checked (`take_last`)
 
     def nonce(self, now: float) -> str:
         stamp = f"{int(now * 1000):x}"
@@ -132,8 +131,15 @@ class Authenticator:
 
     def check(self, header: str | None, method: str, now: float) -> AuthResult:
         """Check an Authorization/Proxy-Authorization value for `method`."""
-        self.last = self._check(header, method, now)
-        return self.last
+        result = self._last = self._check(header, method, now)
+        return result
+
+    def take_last(self) -> AuthResult | None:
+        """The last answer checked since the previous call: the core asks after each
+        request, for the guard. (A method, not an attribute the core assigns: compiled
+        code would keep the type it narrowed to at the assignment.)"""
+        result, self._last = self._last, None
+        return result
 
     def _check(self, header: str | None, method: str, now: float) -> AuthResult:
         if not header:
