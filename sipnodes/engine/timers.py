@@ -39,6 +39,12 @@ class Timer:
         self.args = ()
 
 
+# Every this many timers, the heap is rebuilt without its cancelled entries if they are
+# the most of it: a call's no-answer and duration timers are cancelled long before their
+# deadline, and would otherwise stay for hours at a few hundred bytes each.
+COMPACT_EVERY = 256
+
+
 class Scheduler:
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Timer]] = []
@@ -47,8 +53,17 @@ class Scheduler:
     def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> Timer:
         """Run `fn(now, *args)` once the clock passes `when`."""
         timer = Timer(when, fn, args)
-        heapq.heappush(self._heap, (when, next(self._seq), timer))
+        seq = next(self._seq)
+        heapq.heappush(self._heap, (when, seq, timer))
+        if seq % COMPACT_EVERY == 0:
+            self._compact()
         return timer
+
+    def _compact(self) -> None:
+        live = [entry for entry in self._heap if not entry[2].cancelled]
+        if 2 * len(live) < len(self._heap):
+            heapq.heapify(live)
+            self._heap = live
 
     def next_deadline(self) -> float | None:
         heap = self._heap

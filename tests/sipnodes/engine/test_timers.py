@@ -1,4 +1,4 @@
-from sipnodes.engine.timers import Scheduler
+from sipnodes.engine.timers import COMPACT_EVERY, Scheduler
 
 
 def test_runs_due_timers_in_order_and_skips_cancelled():
@@ -13,3 +13,12 @@ def test_runs_due_timers_in_order_and_skips_cancelled():
     assert s.run_due(2.0) == 2
     assert fired == [(2.0, "a"), (2.0, "b")]
     assert s.next_deadline() is None
+
+
+def test_cancelled_timers_do_not_pile_up_until_their_deadline():
+    s = Scheduler()
+    keep = s.call_at(10_000.0, lambda now: None)
+    for i in range(COMPACT_EVERY * 4):
+        s.call_at(3_600.0 + i, lambda now: None).cancel()  # a call's max duration, hung up
+    assert len(s._heap) <= COMPACT_EVERY + 1
+    assert len(s) == 1 and s.next_deadline() == keep.when
