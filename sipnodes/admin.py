@@ -53,9 +53,18 @@ STATE_FIELDS = (
 
 @admin.register(SipHost)
 class SipHostAdmin(admin.ModelAdmin):
-    list_display = ("name", "public_address", "agent", "last_seen_at", "status_detail")
+    list_display = (
+        "name",
+        "public_address",
+        "behind_router",
+        "router_external_address",
+        "agent",
+        "last_seen_at",
+        "status_detail",
+    )
+    list_filter = ("behind_router",)
     search_fields = ("name", "public_address")
-    readonly_fields = ("last_seen_at", "status_detail")
+    readonly_fields = ("last_seen_at", "status_detail", "router_external_address")
 
     def save_model(self, request: HttpRequest, obj: SipHost, form: Any, change: bool) -> None:
         """Branch network trunks to the host's servers follow a new public address."""

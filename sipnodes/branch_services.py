@@ -196,7 +196,7 @@ def _build(network: BranchNetwork, links: Iterable[_Link]) -> None:
             branch_network=network,
             branch_peer=link.peer,
             name=_trunk_name(link.server, link.peer),
-            address=link.peer.host.public_address,
+            address=link.peer.host.advertised_address,
             port=link.peer.sip_port,
             transport=Trunk.Transport.UDP,
             mode=Trunk.Mode.IP_TRUST,
@@ -357,12 +357,13 @@ def server_address_changed(*, server: VirtualServer) -> None:
     if not on or not server.sip_port:
         return  # a parked server (port 0) keeps the trunks to it as they were
     lock_servers(on)
-    trunks.update(address=server.host.public_address, port=server.sip_port)
+    trunks.update(address=server.host.advertised_address, port=server.sip_port)
     _apply(on)
 
 
 @transaction.atomic
 def host_address_changed(*, host: SipHost) -> None:
-    """`server_address_changed` for every server of a host whose public address changed."""
+    """`server_address_changed` for every server of a host whose public address changed
+    (or, behind a router, its external address: `SipHost.advertised_address`)."""
     for server in VirtualServer.objects.select_related("host").filter(host=host):
         server_address_changed(server=server)

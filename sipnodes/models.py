@@ -82,6 +82,25 @@ class SipHost(models.Model):
     # Written by the host's node agent each time it reports; stale means unreachable.
     last_seen_at = models.DateTimeField(_("last seen at"), null=True, blank=True)
     status_detail = models.TextField(_("status detail"), blank=True)
+    # UPnP (docs/upnp.md): a host behind an office router maps its servers' ports there.
+    behind_router = models.BooleanField(
+        _("behind a router"),
+        default=False,
+        help_text=_(
+            "A home or office router with UPnP in front of this host: its servers with "
+            "UPnP on map their ports there and advertise the router's external address"
+        ),
+    )
+    router_max_mappings = models.PositiveIntegerField(
+        _("most router mappings"),
+        default=30,
+        validators=[MinValueValidator(1)],
+        help_text=_("How many port mappings the router takes, for all servers of this host"),
+    )
+    # Written by the host's UPnP agent: the address the router reports (blank: not known).
+    router_external_address = models.CharField(
+        _("router's external address"), max_length=45, blank=True
+    )
 
     class Meta:
         ordering = ["name"]
@@ -104,6 +123,14 @@ class SipHost(models.Model):
         return (
             self.last_seen_at is not None and timezone.now() - self.last_seen_at < HOST_STALE_AFTER
         )
+
+    @property
+    def advertised_address(self) -> str:
+        """What its servers put in Via/Contact/SDP: behind a router, the router's external
+        address once the UPnP agent has read it; else the public address."""
+        if self.behind_router and self.router_external_address:
+            return self.router_external_address
+        return self.public_address
 
     def port_ranges(self) -> dict[str, range]:
         return {
@@ -139,6 +166,17 @@ LAST_ACTIVITY = Greatest(
     Coalesce("last_registration_at", "created_at"),
     Coalesce("last_call_at", "created_at"),
 )
+
+
+class UpnpState(models.TextChoices):
+    """A server's UPnP mappings on its host's router, as the host's UPnP agent last saw them."""
+
+    PENDING = "pending", _("Waiting for the router")
+    MAPPED = "mapped", _("Mapped")
+    MANUAL = "manual", _("Forward ports by hand: edition of 100 clients or more")
+    NO_ROOM = "no_room", _("Forward ports by hand: no room left on the router")
+    REFUSED = "refused", _("Refused by the router")
+    NO_ROUTER = "no_router", _("No router found")
 
 
 class VirtualServer(models.Model):
@@ -275,6 +313,14 @@ class VirtualServer(models.Model):
         _("state detail"), blank=True, help_text=_("Why the state is what it is")
     )
     restart_count = models.PositiveIntegerField(_("restarts after a crash"), default=0)
+    # Written by the host's UPnP agent (sipnodes/upnp/); blank: UPnP does not apply.
+    upnp_state = models.CharField(
+        _("UPnP state"), max_length=10, choices=UpnpState.choices, blank=True
+    )
+    upnp_detail = models.TextField(_("UPnP detail"), blank=True)
+    # Mapped: how many ports of the media block, from its first, the router forwards.
+    upnp_media_ports = models.PositiveIntegerField(_("media ports mapped"), default=0)
+    upnp_checked_at = models.DateTimeField(_("UPnP checked at"), null=True, blank=True)
     state_checked_at = models.DateTimeField(_("state checked at"), null=True, blank=True)
     registered_clients = models.PositiveIntegerField(_("registered clients"), default=0)
     registered_clients_at = models.DateTimeField(
@@ -322,7 +368,7 @@ class VirtualServer(models.Model):
 
     @property
     def sip_address(self) -> str:
-        return f"{self.host.public_address}:{self.sip_port}"
+        return f"{self.host.advertised_address}:{self.sip_port}"
 
     @property
     def is_free(self) -> bool:

@@ -24,6 +24,7 @@ from sipnodes.supervisor import (
     program_name,
     program_section,
     server_id_of,
+    webphone_program_name,
     write_atomically,
 )
 
@@ -66,6 +67,12 @@ class Node:
 
     def log_path(self, server_id: int) -> Path:
         return self.directory / "log" / f"{program_name(server_id)}.log"
+
+    def webphone_program_path(self, server_id: int) -> Path:
+        return self.directory / "programs" / f"{webphone_program_name(server_id)}.conf"
+
+    def webphone_log_path(self, server_id: int) -> Path:
+        return self.directory / "log" / f"{webphone_program_name(server_id)}.log"
 
     def spool_dir(self, server_id: int) -> Path:
         return self.directory / "spool" / f"vs{server_id}"
@@ -151,6 +158,36 @@ def apply_server(node: Node, server_id: int) -> None:
         )
 
 
+def start_webphone(node: Node, server_id: int) -> None:
+    """Start the server's web phone gateway: a web phone page of it opened. Idempotent.
+
+    The gateway reads its worker's config file, so it starts only beside a configured
+    worker. It stops itself (exit code 0, which supervisord leaves stopped) once its last
+    page has gone; see docs/web-phone.md.
+    """
+    server = selectors.server_get(server_id=server_id)
+    config_path = node.config_path(server_id)
+    if server is None or server.host.name != node.host_name or not config_path.exists():
+        return
+    name = webphone_program_name(server_id)
+    write_atomically(
+        node.webphone_program_path(server_id),
+        program_section(
+            name=name,
+            command=f"{sys.executable} -m sipnodes.webphone --config {config_path}",
+            directory=settings.BASE_DIR,
+            log_file=node.webphone_log_path(server_id),
+            autostart=False,
+            autorestart="unexpected",
+        ),
+    )
+    supervisor = node.supervisor
+    supervisor.update()
+    info = supervisor.info(name)
+    if info is None or info.state not in {"RUNNING", "STARTING", "BACKOFF", "STOPPING"}:
+        supervisor.start(name)
+
+
 def settled_info(supervisor: Supervisor, name: str) -> ProcessInfo | None:
     """The worker's state once it is past starting up, so the report is not a transient."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
@@ -202,6 +239,7 @@ def remove_workers(node: Node, server_ids: list[int]) -> None:
 def _undo(node: Node, server_id: int) -> bool:
     """Remove the worker's files; whether there were any."""
     existed = node.program_path(server_id).exists() or node.config_path(server_id).exists()
+    node.webphone_program_path(server_id).unlink(missing_ok=True)
     node.program_path(server_id).unlink(missing_ok=True)
     node.config_path(server_id).unlink(missing_ok=True)
     return existed

@@ -12,7 +12,7 @@ from sipnodes.features_selectors import (
     server_feature_codes,
     server_hunt_groups,
 )
-from sipnodes.models import DialRule, LocalUser, Trunk, VirtualServer
+from sipnodes.models import DialRule, LocalUser, Trunk, UpnpState, VirtualServer
 from sipnodes.selectors import server_local_users
 from sipnodes.trunk_selectors import server_dial_rules, server_trunks
 
@@ -43,9 +43,9 @@ def render_runtime_config(
             "address": server.host.listen_address,
             "sip_port": server.sip_port,
             "callback_port": server.callback_port,
-            "media_ports": [server.media_port_first, server.media_port_last],
+            "media_ports": list(_media_ports(server)),
         },
-        "public_address": server.host.public_address,
+        "public_address": server.host.advertised_address,
         "redis_url": redis_url,
         "spool_dir": str(spool_dir),
         "system": {
@@ -84,6 +84,15 @@ def render_runtime_config(
             "secret": server.callback_secret,
         },
     }
+
+
+def _media_ports(server: VirtualServer) -> tuple[int, int]:
+    """The relay's block; with its ports mapped by UPnP, only the part the router forwards
+    (docs/upnp.md): a call beyond it is refused (503) rather than left without audio."""
+    mapped = server.upnp and server.host.behind_router and server.upnp_state == UpnpState.MAPPED
+    if mapped and server.media_relay and server.upnp_media_ports:
+        return server.media_port_first, server.media_port_first + server.upnp_media_ports - 1
+    return server.media_port_first, server.media_port_last
 
 
 def _user(user: LocalUser) -> dict[str, Any]:

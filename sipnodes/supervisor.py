@@ -56,16 +56,32 @@ def write_atomically(path: Path, text: str) -> bool:
     return True
 
 
+def webphone_program_name(server_id: int) -> str:
+    """A virtual server's web phone gateway is the supervisord program `wp-<id>`."""
+    return f"wp-{server_id}"
+
+
 def program_section(
-    *, name: str, command: str, directory: Path, log_file: Path, autostart: bool
+    *,
+    name: str,
+    command: str,
+    directory: Path,
+    log_file: Path,
+    autostart: bool,
+    autorestart: str = "true",
 ) -> str:
-    """A supervisord program for one worker; three quick crashes in a row make it FATAL."""
+    """A supervisord program for one worker; three quick crashes in a row make it FATAL.
+
+    `autorestart = unexpected` (the web phone gateway) restarts it only when it did not
+    exit with code 0 (supervisord's default `exitcodes`): a gateway that exits 0 has no
+    page left to serve.
+    """
     return (
         f"[program:{name}]\n"
         f"command = {command}\n"
         f"directory = {directory}\n"
         f"autostart = {'true' if autostart else 'false'}\n"
-        "autorestart = true\n"
+        f"autorestart = {autorestart}\n"
         "startsecs = 1\n"
         "startretries = 3\n"
         "stopsignal = TERM\n"

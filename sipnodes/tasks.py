@@ -22,6 +22,11 @@ def restart_server(server_id: int) -> None:
     node_agent.restart_server(node_agent.Node.from_settings(), server_id)
 
 
+@shared_task(acks_late=True, soft_time_limit=20, time_limit=30, expires=30)
+def start_webphone(server_id: int) -> None:
+    node_agent.start_webphone(node_agent.Node.from_settings(), server_id)
+
+
 @shared_task(acks_late=True, soft_time_limit=100, time_limit=120)
 def remove_workers(server_ids: list[int]) -> None:
     node_agent.remove_workers(node_agent.Node.from_settings(), server_ids)

@@ -30,6 +30,18 @@ urlpatterns = [
     ),
     path("servers/<int:pk>/live/", views.live_calls, name="live-calls"),
     path("servers/<int:pk>/live/events/", views.live_calls_events, name="live-calls-events"),
+    path("servers/<int:pk>/phone/", views.web_phone, name="web-phone"),
+    path("servers/<int:pk>/phone/sessions/", views.web_phone_open, name="web-phone-open"),
+    path(
+        "servers/<int:pk>/phone/sessions/<str:session>/",
+        views.web_phone_action,
+        name="web-phone-action",
+    ),
+    path(
+        "servers/<int:pk>/phone/sessions/<str:session>/events/",
+        views.web_phone_events,
+        name="web-phone-events",
+    ),
     path("servers/<int:server_pk>/users/new/", views.local_user_create, name="user-create"),
     path("servers/<int:server_pk>/users/<int:pk>/", views.local_user_edit, name="user-edit"),
     path(

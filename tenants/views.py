@@ -1,5 +1,6 @@
 """Signup portal and tenant admin pages; the work happens in services and selectors."""
 
+import json
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
@@ -9,7 +10,7 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connections
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -26,6 +27,8 @@ from sipnodes import (
     live_state,
     trunk_selectors,
     trunk_services,
+    upnp_selectors,
+    webphone_services,
 )
 from sipnodes import selectors as sipnode_selectors
 from sipnodes import services as sipnode_services
@@ -133,6 +136,7 @@ def server_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "clients": sipnode_selectors.server_clients(server=server),
             "trunks": trunk_selectors.server_trunks(server=server),
             "blocked": live_state.blocked_sources(server_uid=server.uid),
+            "upnp": upnp_selectors.server_upnp(server=server),
             "can_change": selectors.membership(request.user, server).can_change,
             "power_actions": [
                 ("start", _("Start")),
@@ -798,3 +802,130 @@ async def _live_events(server_uid: str) -> AsyncIterator[str]:
             yield f"event: changes\ndata: {update.as_json}\n\n"
         else:
             yield ": still here\n\n"
+
+
+@login_required
+@require_safe
+def web_phone(request: HttpRequest, pk: int) -> HttpResponse:
+    """The web phone page of one local user (`?user=<id>`), or the choice of one.
+
+    Owners and admins only: the page calls as the user, through the dial plan and its
+    trunks, which is more than a viewer may do."""
+    server = selectors.get_member_server(request.user, pk, change=True)
+    chosen = request.GET.get("user", "")
+    local_user = None
+    if chosen.isdigit():
+        local_user = selectors.get_member_local_user(request.user, pk, int(chosen), change=True)
+    return render(
+        request,
+        "tenants/web_phone.html",
+        {
+            "server": server,
+            "users": sipnode_selectors.server_local_users(server=server),
+            "local_user": local_user,
+        },
+    )
+
+
+def _phone_server_then_close(user: User, pk: int) -> VirtualServer:
+    """The server, if the member may use its web phone (owners, admins); connection closed."""
+    try:
+        return selectors.get_member_server(user, pk, change=True)
+    finally:
+        for connection in connections.all(initialized_only=True):
+            if not connection.in_atomic_block:
+                connection.close()
+
+
+def _phone_user_then_close(user: User, pk: int, user_pk: str) -> LocalUser:
+    """The local user a member may use the web phone as (404, or 403 for a viewer), with its
+    server and host; the connection is closed after."""
+    try:
+        server = selectors.get_member_server(user, pk, change=True)
+        if not user_pk.isdigit():
+            raise Http404("no such user")
+        local_user = selectors.get_member_local_user(user, pk, int(user_pk))
+        local_user.server = server
+        return local_user
+    finally:
+        for connection in connections.all(initialized_only=True):
+            if not connection.in_atomic_block:
+                connection.close()
+
+
+@login_required
+@require_POST
+async def web_phone_open(request: HttpRequest, pk: int) -> JsonResponse:
+    """Open a web phone session: the server's gateway registers the chosen local user."""
+    user = await request.auser()
+    local_user = await sync_to_async(_phone_user_then_close)(user, pk, request.POST.get("user", ""))
+    try:
+        session_id, answer = await webphone_services.webphone_open(
+            server=local_user.server, local_user=local_user, member_id=user.pk
+        )
+    except webphone_services.GatewayUnavailable:
+        return JsonResponse({"ok": False, "error": _("The web phone service did not answer.")})
+    if not answer.get("ok"):
+        message = _("The server refused to register %(number)s: %(reason)s") % {
+            "number": local_user.number,
+            "reason": answer.get("error", ""),
+        }
+        return JsonResponse({"ok": False, "error": message})
+    return JsonResponse({"ok": True, "session": session_id})
+
+
+@login_required
+@require_POST
+async def web_phone_action(request: HttpRequest, pk: int, session: str) -> JsonResponse:
+    """One action of the page on its session; another member's session is a 404."""
+    user = await request.auser()
+    await sync_to_async(_phone_server_then_close)(user, pk)
+    arguments = {k: request.POST[k] for k in ("sdp", "number") if k in request.POST}
+    try:
+        answer = await webphone_services.webphone_act(
+            server_id=pk,
+            session_id=session,
+            member_id=user.pk,
+            action=request.POST.get("action", ""),
+            **arguments,
+        )
+    except webphone_services.SessionNotFound as exc:
+        raise Http404("no such web phone session") from exc
+    except webphone_services.GatewayUnavailable:
+        return JsonResponse({"ok": False, "error": _("The web phone service did not answer.")})
+    answer.pop("boot", None)
+    return JsonResponse(answer)
+
+
+@login_required
+@require_safe
+async def web_phone_events(request: HttpRequest, pk: int, session: str) -> StreamingHttpResponse:
+    """Server-Sent Events of one session: its state, each change, and `lost` when its
+    gateway went away. While this stream is open the session stays alive."""
+    user = await request.auser()
+    await sync_to_async(_phone_server_then_close)(user, pk)
+    updates = webphone_services.webphone_follow(server_id=pk, session_id=session, member_id=user.pk)
+    try:
+        first = await anext(updates, None)
+    except webphone_services.SessionNotFound as exc:
+        raise Http404("no such web phone session") from exc
+    response = StreamingHttpResponse(
+        _web_phone_stream(first, updates), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # a proxy in front must not hold events back
+    return response
+
+
+async def _web_phone_stream(
+    first: webphone_services.Update | None, updates: AsyncIterator[webphone_services.Update]
+) -> AsyncIterator[str]:
+    yield "retry: 2000\n\n"
+    if first is None:
+        return
+    yield f"event: {first.kind}\ndata: {json.dumps(first.data)}\n\n"
+    async for update in updates:
+        if update.kind == "ping":
+            yield ": still here\n\n"
+        else:
+            yield f"event: {update.kind}\ndata: {json.dumps(update.data)}\n\n"

@@ -228,6 +228,11 @@ SIPCLOUD_HOST_NAME = os.environ.get("SIPCLOUD_HOST_NAME", SIPCLOUD_DEFAULT_HOST_
 SIPCLOUD_NODE_DIR = Path(
     os.environ.get("SIPCLOUD_NODE_DIR", VAR_DIR / "hosts" / SIPCLOUD_HOST_NAME)
 )
+# The host's UPnP agent (docs/upnp.md): seconds between its rounds, asked per mapping
+# (renewed at half), and allowed per request to the router.
+SIPCLOUD_UPNP_POLL = float(os.environ.get("SIPCLOUD_UPNP_POLL", "5"))
+SIPCLOUD_UPNP_LEASE = float(os.environ.get("SIPCLOUD_UPNP_LEASE", "1800"))
+SIPCLOUD_UPNP_TIMEOUT = float(os.environ.get("SIPCLOUD_UPNP_TIMEOUT", "5"))
 
 LOGGING = {
     "version": 1,

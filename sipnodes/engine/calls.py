@@ -1193,12 +1193,15 @@ class B2BUA:
     def _caller_gave_up(self, call: Call, now: float, trigger: Trigger) -> None:
         """CANCEL, or BYE on the early dialog, from the caller before the answer."""
         self._reject_caller(call, 487, now)
-        cause = cdrs.NORMAL_CLEARING
+        cause, tag = cdrs.NORMAL_CLEARING, CallTag.CALLER_CANCEL
         if trigger.request is not None and trigger.request.method == "CANCEL":
-            call.cancel_reason = trigger.request.headers.getlist("Reason")
-            cause = cdrs.q850_cause(call.cancel_reason) or cause
+            reasons = trigger.request.headers.getlist("Reason")
+            call.cancel_reason = reasons
+            cause = cdrs.q850_cause(reasons) or cause
+            if cdrs.web_phone_closed(reasons):
+                tag = CallTag.WEB_PHONE_CLOSED
         self._give_up_branches(call, now)
-        self._release(call, now, CallTag.CALLER_CANCEL, cause, "caller", 487)
+        self._release(call, now, tag, cause, "caller", 487)
 
     def _hang_up(self, call: Call, now: float, trigger: Trigger) -> None:
         """BYE on an answered call: pass it to the other leg."""
@@ -1206,6 +1209,8 @@ class B2BUA:
         self._send_bye(call, call.other(trigger.leg), now, copy_from=trigger.request)
         by_caller = trigger.leg is call.o
         tag = CallTag.CALLER_BYE if by_caller else CallTag.CALLEE_BYE
+        if cdrs.web_phone_closed(trigger.request.headers.getlist("Reason")):
+            tag = CallTag.WEB_PHONE_CLOSED
         by = "caller" if by_caller else "callee"
         self._release(call, now, tag, cdrs.NORMAL_CLEARING, by, 200)
 

@@ -97,6 +97,11 @@ class CallTag(enum.IntEnum):
         "A call-back (IIF) ended because its second party (callee2) did not answer; "
         "the server hung up on callee1.",
     )
+    WEB_PHONE_CLOSED = (
+        19,
+        "A web phone's page was closed (or lost its connection) during the call; "
+        "its gateway ended the call.",
+    )
 
 
 # SIP status -> Q.850 cause (RFC 3398 §8.2.6.1, the SIP-to-ISUP direction).
@@ -153,6 +158,18 @@ def cause_for_status(status: int) -> int:
 
 
 _REASON = re.compile(r"^\s*Q\.850\s*;(?P<params>.*)$", re.IGNORECASE)
+
+
+# The Reason (RFC 3326, protocol token "sipcloud") the web phone gateway puts on the BYE or
+# CANCEL it sends when its page went away (sipnodes/webphone/sip.py, CLOSED_REASON).
+_WEB_PHONE_CLOSED = re.compile(r"^\s*sipcloud\s*;\s*cause\s*=\s*1\b", re.IGNORECASE)
+
+
+def web_phone_closed(reason_headers: list[str]) -> bool:
+    """Whether a BYE or CANCEL says that a web phone's page went away."""
+    return any(
+        _WEB_PHONE_CLOSED.match(value) for header in reason_headers for value in header.split(",")
+    )
 
 
 def q850_cause(reason_headers: list[str]) -> int | None:

@@ -2,7 +2,7 @@ import configparser
 
 from sipnodes.engine.events import CrashData
 from sipnodes.exit_listener import crashed_server
-from sipnodes.supervisor import program_section, write_atomically
+from sipnodes.supervisor import program_section, webphone_program_name, write_atomically
 
 
 def test_program_section_is_a_supervisord_program(tmp_path):
@@ -20,6 +20,23 @@ def test_program_section_is_a_supervisord_program(tmp_path):
     assert section["autostart"] == "false"
     assert section["autorestart"] == "true"
     assert section["startretries"] == "3"
+
+
+def test_the_web_phone_gateway_is_restarted_only_after_a_crash(tmp_path):
+    """It exits with code 0 when its last page has gone: supervisord leaves it stopped."""
+    text = program_section(
+        name=webphone_program_name(7),
+        command="/venv/bin/python -m sipnodes.webphone --config /n/7.json",
+        directory=tmp_path,
+        log_file=tmp_path / "wp-7.log",
+        autostart=False,
+        autorestart="unexpected",
+    )
+    parser = configparser.ConfigParser()
+    parser.read_string(text)
+    section = parser["program:wp-7"]
+    assert section["autorestart"] == "unexpected"
+    assert "exitcodes" not in section  # supervisord's default: 0 is the expected exit
 
 
 def test_write_atomically_reports_changes_and_leaves_no_temporary_files(tmp_path):

@@ -95,6 +95,10 @@ OBJECT_URLS = {
     "dial-rule-delete": lambda t: [t.server.pk, dial_rule(t).pk],
     "branch-network-edit": lambda t: [branch_network(t).pk],
     "branch-network-delete": lambda t: [branch_network(t).pk],
+    "web-phone": lambda t: [t.server.pk],
+    "web-phone-open": lambda t: [t.server.pk],
+    "web-phone-action": lambda t: [t.server.pk, "a-session"],
+    "web-phone-events": lambda t: [t.server.pk, "a-session"],
 }
 # Pages that only show: a POST to them is refused before anything is looked up (405).
 READ_ONLY_URLS = {
@@ -105,6 +109,8 @@ READ_ONLY_URLS = {
     "live-calls-events",
     "hunt-group-list",
     "dial-rule-list",
+    "web-phone",
+    "web-phone-events",
 }
 # The account page takes no id: it shows the member's own tenant (tests/tenants/test_i18n.py).
 # The branch network list and its create page take no id either: they are the member's

@@ -6,6 +6,7 @@ from sipnodes.engine.cdr import (
     cause_for_status,
     q850_cause,
     release_cause,
+    web_phone_closed,
 )
 from sipnodes.engine.events import CdrData
 from tests.factories import sample_cdr
@@ -86,3 +87,10 @@ def test_an_unanswered_cdr_has_no_answer_time_and_no_talk_time():
     data = sample_cdr(answered=False).data()
     assert (data.answer, data.talk_seconds, data.answered) == (None, 0.0, False)
     assert (data.call_tag, data.cause, data.fci) == (4, 17, "callTag=4;cause=17")
+
+
+def test_only_the_web_phone_gateways_reason_means_its_page_closed():
+    assert web_phone_closed(['sipcloud;cause=1;text="web phone closed"'])
+    assert web_phone_closed(["Q.850;cause=16, SIPcloud ; cause = 1"])
+    assert not web_phone_closed(["Q.850;cause=16", "SIP;cause=200", "sipcloud;cause=10"])
+    assert not web_phone_closed([])
