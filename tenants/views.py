@@ -1,7 +1,8 @@
 """Signup portal and tenant admin pages; the work happens in services and selectors."""
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -52,6 +53,8 @@ from tenants.forms import (
     TrunkForm,
 )
 from tenants.models import Tenant, User
+
+T = TypeVar("T")
 
 
 def signup(request: HttpRequest) -> HttpResponse:
@@ -766,11 +769,11 @@ def live_calls(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _member_server_then_close(user: User, pk: int) -> VirtualServer:
-    """The member's server; the database connection is closed after, as the stream that
-    follows may stay open for hours and must not hold a connection all that time."""
+def _then_close(read: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """`read(*args, **kwargs)`, then the database connection closed: the async view that
+    follows (a stream, a wait on the gateway) may last hours and must not hold it."""
     try:
-        return selectors.get_member_server(user, pk)
+        return read(*args, **kwargs)
     finally:
         for connection in connections.all(initialized_only=True):
             if not connection.in_atomic_block:  # in tests: the test's own transaction
@@ -784,7 +787,7 @@ async def live_calls_events(request: HttpRequest, pk: int) -> StreamingHttpRespo
     it. A browser that reconnects (EventSource does, after `retry` ms) gets the calls in
     progress again and so catches up."""
     user = await request.auser()
-    server = await sync_to_async(_member_server_then_close)(user, pk)
+    server = await sync_to_async(_then_close)(selectors.get_member_server, user, pk)
     response = StreamingHttpResponse(
         _live_events(str(server.uid)), content_type="text/event-stream"
     )
@@ -827,30 +830,15 @@ def web_phone(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _phone_server_then_close(user: User, pk: int) -> VirtualServer:
-    """The server, if the member may use its web phone (owners, admins); connection closed."""
-    try:
-        return selectors.get_member_server(user, pk, change=True)
-    finally:
-        for connection in connections.all(initialized_only=True):
-            if not connection.in_atomic_block:
-                connection.close()
-
-
-def _phone_user_then_close(user: User, pk: int, user_pk: str) -> LocalUser:
+def _phone_user(user: User, pk: int, user_pk: str) -> LocalUser:
     """The local user a member may use the web phone as (404, or 403 for a viewer), with its
-    server and host; the connection is closed after."""
-    try:
-        server = selectors.get_member_server(user, pk, change=True)
-        if not user_pk.isdigit():
-            raise Http404("no such user")
-        local_user = selectors.get_member_local_user(user, pk, int(user_pk))
-        local_user.server = server
-        return local_user
-    finally:
-        for connection in connections.all(initialized_only=True):
-            if not connection.in_atomic_block:
-                connection.close()
+    server and host."""
+    server = selectors.get_member_server(user, pk, change=True)
+    if not user_pk.isdigit():
+        raise Http404("no such user")
+    local_user = selectors.get_member_local_user(user, pk, int(user_pk))
+    local_user.server = server
+    return local_user
 
 
 @login_required
@@ -858,7 +846,9 @@ def _phone_user_then_close(user: User, pk: int, user_pk: str) -> LocalUser:
 async def web_phone_open(request: HttpRequest, pk: int) -> JsonResponse:
     """Open a web phone session: the server's gateway registers the chosen local user."""
     user = await request.auser()
-    local_user = await sync_to_async(_phone_user_then_close)(user, pk, request.POST.get("user", ""))
+    local_user = await sync_to_async(_then_close)(
+        _phone_user, user, pk, request.POST.get("user", "")
+    )
     try:
         session_id, answer = await webphone_services.webphone_open(
             server=local_user.server, local_user=local_user, member_id=user.pk
@@ -879,7 +869,8 @@ async def web_phone_open(request: HttpRequest, pk: int) -> JsonResponse:
 async def web_phone_action(request: HttpRequest, pk: int, session: str) -> JsonResponse:
     """One action of the page on its session; another member's session is a 404."""
     user = await request.auser()
-    await sync_to_async(_phone_server_then_close)(user, pk)
+    # the server, if the member may use its web phone (owners, admins)
+    await sync_to_async(_then_close)(selectors.get_member_server, user, pk, change=True)
     arguments = {k: request.POST[k] for k in ("sdp", "number") if k in request.POST}
     try:
         answer = await webphone_services.webphone_act(
@@ -903,7 +894,8 @@ async def web_phone_events(request: HttpRequest, pk: int, session: str) -> Strea
     """Server-Sent Events of one session: its state, each change, and `lost` when its
     gateway went away. While this stream is open the session stays alive."""
     user = await request.auser()
-    await sync_to_async(_phone_server_then_close)(user, pk)
+    # the server, if the member may use its web phone (owners, admins)
+    await sync_to_async(_then_close)(selectors.get_member_server, user, pk, change=True)
     updates = webphone_services.webphone_follow(server_id=pk, session_id=session, member_id=user.pk)
     try:
         first = await anext(updates, None)

@@ -379,6 +379,8 @@ class B2BUA:
             )
             return
         try:
+            if call.offer is not None and not call.offer.body:
+                self.media.reserve(call.uuid)
             body, ctype = self._body(call, "T", call.offer) if call.offer else (b"", None)
         except MediaPortsExhausted:
             self._fire(call, CallEvent.REFUSED, now, Trigger(step=NO_MEDIA_PORTS))
@@ -498,7 +500,7 @@ class B2BUA:
         _copy_headers(req, out, ("Record-Route",))
         if req.body:
             out.headers.set("Content-Type", "application/sdp")
-            out.body = _refused_media(req.body, self.settings.public_address)
+            out.body = sdp.refused(req.body, self.settings.public_address)
         tx.respond(out, now)
         leg.ist_waiting_ack = tx
         key = (leg.call_id, leg.local_tag)
@@ -1576,15 +1578,6 @@ def _no_callback_report(outcome: CallbackOutcome) -> None:
 
 def _provisional_event(code: int) -> CallEvent:
     return CallEvent.RINGING if code in (180, 183) else CallEvent.PROVISIONAL
-
-
-def _refused_media(offer: bytes, address: str) -> bytes:
-    """An answer refusing every stream of `offer` (RFC 3264 §6: port 0), or nothing."""
-    try:
-        session = sdp.parse(offer)
-    except sdp.SdpError:
-        return b""
-    return sdp.write(sdp.anchor(session, [None] * len(session.media), address))
 
 
 def _max_forwards(req: Request) -> int:

@@ -190,6 +190,27 @@ def authorization(challenge: str, method: str, uri: str, creds: Credentials) -> 
     None when the challenge is not one we can answer: not Digest, an algorithm
     we lack, a qop other than auth, or a realm other than the account's.
     """
+
+    def key(algorithm: str, realm: str) -> str | None:
+        if creds.realm and creds.realm != realm:
+            return None
+        return ha1(algorithm, creds.user, realm, creds.password)
+
+    return _answer(challenge, method, uri, creds.user, key)
+
+
+def authorization_from_ha1(
+    challenge: str, method: str, uri: str, user: str, ha1s: dict[str, str]
+) -> str | None:
+    """`authorization` for a client that holds only HA1s keyed by algorithm, not the
+    password: the web phone gateway, from the worker's config. None when no algorithm
+    offered has an HA1 here."""
+    return _answer(challenge, method, uri, user, lambda algorithm, realm: ha1s.get(algorithm))
+
+
+def _answer(
+    challenge: str, method: str, uri: str, user: str, key: Callable[[str, str], str | None]
+) -> str | None:
     p = digest_parameters(challenge)
     if p is None or "nonce" not in p or "realm" not in p:
         return None
@@ -197,13 +218,13 @@ def authorization(challenge: str, method: str, uri: str, creds: Credentials) -> 
     qops = [q.strip() for q in p.get("qop", "").split(",") if q.strip()]
     if algorithm not in ALGORITHMS or (qops and "auth" not in qops):
         return None
-    if creds.realm and creds.realm != p["realm"]:
+    secret = key(algorithm, p["realm"])
+    if secret is None:
         return None
     params = {"qop": "auth", "nc": "00000001", "cnonce": os.urandom(8).hex()} if qops else {}
-    key = ha1(algorithm, creds.user, p["realm"], creds.password)
-    response = response_digest(algorithm, key, p["nonce"], method, uri, params)
+    response = response_digest(algorithm, secret, p["nonce"], method, uri, params)
     fields = [
-        f'username="{creds.user}"',
+        f'username="{user}"',
         f'realm="{p["realm"]}"',
         f'nonce="{p["nonce"]}"',
         f'uri="{uri}"',

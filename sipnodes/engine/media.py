@@ -65,6 +65,12 @@ class Media(Protocol):
         """SDP body to send towards the "O" (caller) or "T" (callee) leg."""
         ...
 
+    def reserve(self, call_uuid: str) -> None:
+        """A late offer (an INVITE without SDP): hold one stream's ports for the offer the
+        callee's answer will carry, or raise `MediaPortsExhausted` so that a full block
+        refuses the call before anyone rings, not after the callee answered."""
+        ...
+
     def release(self, call_uuid: str) -> None:
         """The call ended: free its ports."""
         ...
@@ -83,6 +89,9 @@ class PassThrough:
 
     def rewrite(self, call_uuid: str, towards: str, body: bytes) -> bytes:
         return body
+
+    def reserve(self, call_uuid: str) -> None:
+        return None
 
     def release(self, call_uuid: str) -> None:
         return None
@@ -204,6 +213,16 @@ class MediaRelay:
         call.held = session.on_hold
         call.last_active = self.now
         return sdp.write(sdp.anchor(session, anchors, self.settings.public_address))
+
+    def reserve(self, call_uuid: str) -> None:
+        if not self.settings.enabled or call_uuid in self.calls:
+            return
+        stream = self._open()
+        if stream is None:
+            raise MediaPortsExhausted(f"media block {self.block.first}-{self.block.last} is full")
+        call = CallMedia(self.now)
+        call.streams[0] = stream  # the first m-line of the offer to come
+        self.calls[call_uuid] = call
 
     def _anchor(
         self, call: CallMedia, index: int, session: sdp.Session, sender: str, towards: str

@@ -199,11 +199,8 @@ def _without_ice(lines: list[str], address: str) -> list[str]:
 
 def sendrecv(body: bytes) -> bytes:
     """`body` with every stream two-way: the offer that takes a held party to someone new."""
-    if not body:
-        return body
-    try:
-        session = parse(body)
-    except SdpError:
+    session = _readable(body)
+    if session is None:
         return body
     two_way = [f"a={d}" for d in DIRECTIONS]
 
@@ -221,11 +218,8 @@ def inactive(body: bytes) -> bytes:
 
     What a call-back's first party gets until the second one answers.
     """
-    if not body:
-        return body
-    try:
-        session = parse(body)
-    except SdpError:
+    session = _readable(body)
+    if session is None:
         return b""
     directions = [f"a={d}" for d in DIRECTIONS]
 
@@ -237,3 +231,21 @@ def inactive(body: bytes) -> bytes:
     for m in session.media:
         m.lines = [*held(m.lines), "a=inactive"]
     return write(session)
+
+
+def refused(offer: bytes, address: str) -> bytes:
+    """An answer refusing every stream of `offer` (RFC 3264 §6: port 0), or nothing."""
+    session = _readable(offer)
+    if session is None:
+        return b""
+    return write(anchor(session, [None] * len(session.media), address))
+
+
+def _readable(body: bytes) -> Session | None:
+    """The session `body` describes; None for no body or one this module cannot read."""
+    if not body:
+        return None
+    try:
+        return parse(body)
+    except SdpError:
+        return None

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 from collections.abc import Callable
 
-from sipnodes.engine.digest import ALGORITHMS, digest_parameters, response_digest
+from sipnodes.engine.digest import authorization_from_ha1
 from sipnodes.engine.message import RemoteProtocolError, Request, Response, Uri, Via, parse
 from sipnodes.engine.sipmsg import (
     Peer,
@@ -80,38 +79,6 @@ class MediaChanged:
 
 
 Event = Registered | CallChanged | MediaChanged
-
-
-def answer_challenge(
-    challenge: str, method: str, uri: str, user: str, ha1: dict[str, str]
-) -> str | None:
-    """The Authorization value for a digest `challenge`, from HA1s keyed by algorithm.
-
-    The engine's `authorization` starts from a password; a web phone has only the HA1s the
-    worker's config carries. None when no algorithm offered has an HA1 here.
-    """
-    p = digest_parameters(challenge)
-    if p is None or "nonce" not in p or "realm" not in p:
-        return None
-    algorithm = p.get("algorithm", "MD5").upper()
-    qops = [q.strip() for q in p.get("qop", "").split(",") if q.strip()]
-    if algorithm not in ALGORITHMS or algorithm not in ha1 or (qops and "auth" not in qops):
-        return None
-    params = {"qop": "auth", "nc": "00000001", "cnonce": os.urandom(8).hex()} if qops else {}
-    response = response_digest(algorithm, ha1[algorithm], p["nonce"], method, uri, params)
-    fields = [
-        f'username="{user}"',
-        f'realm="{p["realm"]}"',
-        f'nonce="{p["nonce"]}"',
-        f'uri="{uri}"',
-        f'response="{response}"',
-        f"algorithm={algorithm}",
-    ]
-    if "opaque" in p:
-        fields.append(f'opaque="{p["opaque"]}"')
-    if params:
-        fields += ["qop=auth", f"nc={params['nc']}", f'cnonce="{params["cnonce"]}"']
-    return "Digest " + ", ".join(fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -697,7 +664,7 @@ class Phone:
     def _auth(self, tx: ClientTransaction, resp: Response) -> str:
         header = "WWW-Authenticate" if resp.code == 401 else "Proxy-Authenticate"
         for challenge in resp.headers.getlist(header):
-            answer = answer_challenge(
+            answer = authorization_from_ha1(
                 challenge, tx.method, str(tx.request.uri), self.number, self.ha1
             )
             if answer:

@@ -247,6 +247,26 @@ def test_no_media_ports_left_refuses_the_call_with_503_and_cause_47():
     assert cdr["fci"] == "callTag=13;cause=47" and cdr["status"] == 503
 
 
+def test_a_late_offer_with_no_ports_left_is_refused_before_anyone_rings():
+    s, r, _ = relayed_scene(ports=(40000, 40003))  # 2 pairs: one stream, one each way
+    r.rewrite("other", "T", OFFER)  # another call holds it
+    assert s.invite(body=b"")[-1] == 503
+    assert s.b.take() == []
+    assert s.cdr()["fci"] == "callTag=13;cause=47"
+
+
+def test_a_late_offer_gets_the_ports_held_for_it():
+    s, r, binder = relayed_scene(ports=(40000, 40003))
+    s.invite(body=b"")
+    binv = s.callee_invite()
+    assert binv.body == b"" and len(binder.sockets) == 4  # one stream held since the INVITE
+    with pytest.raises(MediaPortsExhausted):
+        r.rewrite("other", "T", OFFER)  # another call cannot take it meanwhile
+    s.b.send(s.b.respond(binv, 200, "btag", body=ANSWER), T0 + 3)
+    offer = s.a.take()[-1].body  # the callee's offer, towards the caller
+    assert sdp.parse(offer).address(0) == PUBLIC and ports_of(offer) == [40000, 0]
+
+
 def test_media_timeout_ends_the_answered_call_with_its_own_call_tag():
     s, r, binder = relayed_scene(timeout=20)
     s.invite(body=OFFER)

@@ -4,6 +4,7 @@ the engine's helpers plays the other party. No sockets, a fake clock."""
 
 from __future__ import annotations
 
+from sipnodes.engine.digest import authorization_from_ha1
 from sipnodes.engine.message import Request, Response
 from sipnodes.engine.sipmsg import Peer, Send
 from sipnodes.engine.timers import Scheduler
@@ -16,7 +17,6 @@ from sipnodes.webphone.sip import (
     Phones,
     Registered,
     Stream,
-    answer_challenge,
     first,
     offer_sdp,
     streams,
@@ -284,11 +284,13 @@ def test_hold_and_resume_by_reinvite():
 def test_answer_challenge_refuses_what_it_cannot_answer():
     ha1s = {"MD5": "0" * 32}
     assert (
-        answer_challenge('Digest realm="r", nonce="n", algorithm=SHA-256', "X", "u", "1", ha1s)
+        authorization_from_ha1(
+            'Digest realm="r", nonce="n", algorithm=SHA-256', "X", "u", "1", ha1s
+        )
         is None
     )
-    assert answer_challenge('Basic realm="r"', "X", "u", "1", ha1s) is None
-    answer = answer_challenge(
+    assert authorization_from_ha1('Basic realm="r"', "X", "u", "1", ha1s) is None
+    answer = authorization_from_ha1(
         'Digest realm="r", nonce="n", qop="auth"', "REGISTER", "sip:r", "1", ha1s
     )
     assert answer and 'username="1"' in answer and "qop=auth" in answer
