@@ -23,52 +23,64 @@ def _noop(*_: Any) -> None:
 
 
 class Timer:
-    __slots__ = ("when", "fn", "args", "cancelled")
+    __slots__ = ("when", "fn", "args", "cancelled", "scheduler")
 
-    def __init__(self, when: float, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def __init__(
+        self, when: float, fn: Callable[..., Any], args: tuple[Any, ...], scheduler: Scheduler
+    ) -> None:
         self.when = when
         self.fn = fn
         self.args = args
         self.cancelled = False
+        self.scheduler: Scheduler | None = scheduler  # None once fired or cancelled
 
     def cancel(self) -> None:
+        scheduler = self.scheduler
+        self.done()
+        if scheduler is not None:
+            scheduler.cancelled_one()
+
+    def done(self) -> None:
+        """Fired or cancelled. The heap may keep the entry until its deadline: drop what it
+        refers to (transactions, calls) so that they are freed now."""
         self.cancelled = True
-        # The heap keeps the entry until its deadline: drop what it refers to
-        # (transactions, calls) so they are freed now, not up to 32 s later.
         self.fn = _noop
         self.args = ()
+        self.scheduler = None
 
 
-# Every this many timers, the heap is rebuilt without its cancelled entries if they are
-# the most of it: a call's no-answer and duration timers are cancelled long before their
+# The heap is rebuilt without its cancelled entries once they are the most of it (and at
+# least this many): a call's no-answer and duration timers are cancelled long before their
 # deadline, and would otherwise stay for hours at a few hundred bytes each.
-COMPACT_EVERY = 256
+COMPACT_FROM = 256
 
 
 class Scheduler:
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
+        self._cancelled = 0  # entries of the heap whose timer was cancelled
 
     def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> Timer:
         """Run `fn(now, *args)` once the clock passes `when`."""
-        timer = Timer(when, fn, args)
-        seq = next(self._seq)
-        heapq.heappush(self._heap, (when, seq, timer))
-        if seq % COMPACT_EVERY == 0:
-            self._compact()
+        timer = Timer(when, fn, args, self)
+        heapq.heappush(self._heap, (when, next(self._seq), timer))
         return timer
 
-    def _compact(self) -> None:
-        live = [entry for entry in self._heap if not entry[2].cancelled]
-        if 2 * len(live) < len(self._heap):
-            heapq.heapify(live)
-            self._heap = live
+    def cancelled_one(self) -> None:
+        """A timer still in the heap was cancelled (`Timer.cancel`)."""
+        self._cancelled += 1
+        if self._cancelled >= COMPACT_FROM and 2 * self._cancelled > len(self._heap):
+            heap = self._heap  # in place: `run_due` may be walking it (a timer that cancels)
+            heap[:] = [entry for entry in heap if not entry[2].cancelled]
+            heapq.heapify(heap)
+            self._cancelled = 0
 
     def next_deadline(self) -> float | None:
         heap = self._heap
         while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
+            self._cancelled -= 1
         return heap[0][0] if heap else None
 
     def run_due(self, now: float) -> int:
@@ -78,12 +90,13 @@ class Scheduler:
         while heap and heap[0][0] <= now:
             _, _, timer = heapq.heappop(heap)
             if timer.cancelled:
+                self._cancelled -= 1
                 continue
             fn, args = timer.fn, timer.args
-            timer.cancel()
+            timer.done()
             fired += 1
             fn(now, *args)
         return fired
 
     def __len__(self) -> int:
-        return sum(1 for _, _, t in self._heap if not t.cancelled)
+        return len(self._heap) - self._cancelled
