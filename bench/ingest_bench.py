@@ -43,6 +43,8 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ingest_throughput import make_servers  # noqa: E402  (bench/, this script's directory)
+
 SERVER_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgres://sipcloud_test:sipcloud_test@127.0.0.1:5432"
 )
@@ -107,27 +109,6 @@ def setup_django(redis_url: str) -> None:
 
     django.setup()
     call_command("migrate", verbosity=0)
-
-
-def make_servers(count: int) -> list[int]:
-    from sipnodes.models import SipHost, VirtualServer
-    from tenants.models import Tenant
-
-    host = SipHost.objects.create(name="bench", public_address="127.0.0.1")
-    tenant = Tenant.objects.create(name="Bench")
-    return [
-        VirtualServer.objects.create(
-            tenant=tenant,
-            host=host,
-            name=f"bench {i}",
-            realm=f"vs-bench{i}.sipcloud",
-            sip_port=15060 + i,
-            callback_port=0,
-            media_port_first=20000 + 4 * i,
-            media_port_last=20003 + 4 * i,
-        ).pk
-        for i in range(count)
-    ]
 
 
 def make_entries(

@@ -112,6 +112,21 @@ def manage(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     return result.stdout
 
 
+def create_server(env: dict[str, str]) -> int:
+    """A virtual server (with a host and a tenant of its own) made by `manage.py shell` in the
+    database of `env`; its id."""
+    out = manage(
+        env,
+        "shell",
+        "-c",
+        "from sipnodes.models import SipHost; from tenants.models import Tenant; "
+        "from sipnodes.services import server_create; "
+        "SipHost.objects.create(name='h', public_address='127.0.0.1'); "
+        "print(server_create(tenant=Tenant.objects.create(name='t'), name='s').pk)",
+    )
+    return int(out.splitlines()[-1])
+
+
 class PrivateRedis:
     """A redis-server of its own with an append-only file, so a restart keeps the streams.
 

@@ -19,7 +19,7 @@ from sipnodes.engine.events import STREAM_KEY, StatusData, make_event
 from sipnodes.engine.registrar import RegistrationChange
 from tests.factories import SAMPLE_T0 as T0
 from tests.factories import sample_cdr_event
-from tests.sipnodes.private_servers import manage, manage_env
+from tests.sipnodes.private_servers import create_server, manage, manage_env
 from tests.support import PYTHON, ROOT
 
 pytestmark = pytest.mark.e2e
@@ -47,17 +47,7 @@ def test_the_embedded_database_runs_in_wal_mode_with_a_busy_timeout(sqlite_env):
 def test_ingest_writes_while_another_process_holds_a_read_transaction(
     sqlite_env, private_redis, tmp_path
 ):
-    server_id = int(
-        manage(
-            sqlite_env,
-            "shell",
-            "-c",
-            "from sipnodes.models import SipHost; from tenants.models import Tenant; "
-            "from sipnodes.services import server_create; "
-            "SipHost.objects.create(name='h', public_address='127.0.0.1'); "
-            "print(server_create(tenant=Tenant.objects.create(name='t'), name='s').pk)",
-        ).splitlines()[-1]
-    )
+    server_id = create_server(sqlite_env)
     cdrs = [sample_cdr_event(server_id, T0 + i) for i in range(20)]
     change = RegistrationChange("register", "100", "sip:100@127.0.0.1:5070", 3600, 1)
     others = [

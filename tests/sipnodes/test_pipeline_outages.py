@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from tests.sipnodes.engine.processes import WorkerProcess
-from tests.sipnodes.private_servers import manage, manage_env
+from tests.sipnodes.private_servers import create_server, manage_env
 from tests.support import PYTHON, ROOT, free_port, stop_process, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -21,26 +21,22 @@ pytestmark = pytest.mark.e2e
 CALLS_PER_PHASE = 3
 
 
+def server_worker(env: dict[str, str], redis_url: str, tmp_path: Path) -> WorkerProcess:
+    """A virtual server in the database of `env`, and its worker (configured, not started)."""
+    server_id = create_server(env)
+    worker = WorkerProcess(tmp_path, redis_url)
+    worker.server_id = server_id
+    worker.data["server_id"] = server_id
+    worker.write_config()
+    return worker
+
+
 @pytest.fixture
 def pipeline(sipp, tmp_path, migrated_private_postgres, private_redis) -> Iterator[dict]:
     """A worker and `ingest_events` against the private servers; `sipp` is the shared fixture
     (asked for first, so a missing SIPp skips, or fails on CI, before any server starts)."""
     env = manage_env(migrated_private_postgres.url, private_redis.url)
-    server_id = int(
-        manage(
-            env,
-            "shell",
-            "-c",
-            "from sipnodes.models import SipHost; from tenants.models import Tenant; "
-            "from sipnodes.services import server_create; "
-            "SipHost.objects.create(name='h', public_address='127.0.0.1'); "
-            "print(server_create(tenant=Tenant.objects.create(name='t'), name='s').pk)",
-        ).splitlines()[-1]
-    )
-    worker = WorkerProcess(tmp_path, private_redis.url)
-    worker.server_id = server_id
-    worker.data["server_id"] = server_id
-    worker.write_config()
+    worker = server_worker(env, private_redis.url, tmp_path)
     log = (tmp_path / "ingest.log").open("ab")
     ingest = subprocess.Popen(
         [PYTHON, "manage.py", "ingest_events"], cwd=ROOT, env=env, stdout=log, stderr=log

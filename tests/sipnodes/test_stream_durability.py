@@ -22,9 +22,8 @@ import redis
 
 from sipnodes.engine.events import STREAM_KEY
 from sipnodes.ingest.consumer import GROUP
-from tests.sipnodes.engine.processes import WorkerProcess
 from tests.sipnodes.private_servers import PrivateRedis, manage, manage_env
-from tests.sipnodes.test_pipeline_outages import make_calls, register_callee
+from tests.sipnodes.test_pipeline_outages import make_calls, register_callee, server_worker
 from tests.support import ROOT, free_port, require_tool, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -71,21 +70,7 @@ def platform_redis() -> Iterator[PlatformRedis]:
 @pytest.fixture
 def pipeline(sipp, tmp_path, migrated_private_postgres, platform_redis) -> Iterator[dict]:
     env = manage_env(migrated_private_postgres.url, platform_redis.url)
-    server_id = int(
-        manage(
-            env,
-            "shell",
-            "-c",
-            "from sipnodes.models import SipHost; from tenants.models import Tenant; "
-            "from sipnodes.services import server_create; "
-            "SipHost.objects.create(name='h', public_address='127.0.0.1'); "
-            "print(server_create(tenant=Tenant.objects.create(name='t'), name='s').pk)",
-        ).splitlines()[-1]
-    )
-    worker = WorkerProcess(tmp_path, platform_redis.url)
-    worker.server_id = server_id
-    worker.data["server_id"] = server_id
-    worker.write_config()
+    worker = server_worker(env, platform_redis.url, tmp_path)
     try:
         worker.start()
         yield {"worker": worker, "sipp": sipp, "pg": migrated_private_postgres,
