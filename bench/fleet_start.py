@@ -4,7 +4,10 @@ Uses the node agent's own pieces (program files, `Supervisor.update()`), a priva
 supervisord and real workers, all on 127.0.0.1. Prints: time from `update()` until
 every worker answers OPTIONS, memory per worker (PSS) and in total, supervisord's RSS.
 
-    .venv/bin/python bench/fleet_start.py [--servers 200] [--base-port 26000]
+    .venv/bin/python bench/fleet_start.py [--servers 200] [--base-port 26000] [--exec]
+
+Workers are forked from supervisord's preloaded engine, as on a node
+(sipnodes/worker_fork.py); `--exec` starts each as a new interpreter instead.
 """
 
 import argparse
@@ -24,6 +27,11 @@ sys.path.insert(0, str(ROOT))
 
 from sipnodes.supervisor import Supervisor, program_section, write_atomically  # noqa: E402
 
+# As platform/node-supervisord.conf: workers forked from supervisord's preloaded engine.
+WORKER_FORK = """[rpcinterface:worker_fork]
+supervisor.rpcinterface_factory = sipnodes.worker_fork:make_rpcinterface
+"""
+
 SUPERVISORD_CONF = """
 [unix_http_server]
 file = {dir}/supervisor.sock
@@ -34,7 +42,7 @@ environment = PYTHONDONTWRITEBYTECODE=""  ; as platform/node-supervisord.conf
 childlogdir = {dir}
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-[supervisorctl]
+{worker_fork}[supervisorctl]
 serverurl = unix://{dir}/supervisor.sock
 [include]
 files = {dir}/programs/*.conf
@@ -136,12 +144,20 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=200)
     parser.add_argument("--base-port", type=int, default=26000)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument(
+        "--exec",
+        action="store_true",
+        help="start each worker as a new interpreter (supervisord without the worker_fork plugin)",
+    )
+    parser.add_argument(
+        "--idle", type=float, default=5.0, help="seconds idle before memory is read"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="sipcloud-fleet-"))
     (work / "programs").mkdir()
     conf = work / "supervisord.conf"
-    conf.write_text(SUPERVISORD_CONF.format(dir=work))
+    conf.write_text(SUPERVISORD_CONF.format(dir=work, worker_fork="" if args.exec else WORKER_FORK))
     subprocess.run([str(ROOT / ".venv/bin/supervisord"), "-c", str(conf)], check=True)
     supervisor = Supervisor(work / "supervisor.sock")
     for _ in range(100):
@@ -168,7 +184,7 @@ def main() -> None:
         update_s = time.monotonic() - started
         answered = wait_all_answer(ports, time.monotonic() + 300)
         total_s = time.monotonic() - started
-        time.sleep(5)  # idle: let start-up garbage settle
+        time.sleep(args.idle)  # idle: start-up garbage settles, timers touch what they touch
         infos = [i for i in supervisor.all_info() if i.state == "RUNNING"]
         pss = [pss_kib(i.pid) for i in infos]
         rss = [rss_kib(i.pid) for i in infos]
@@ -190,7 +206,11 @@ def main() -> None:
             f"CPU per worker: median {statistics.median(cpu):.2f} s, max {max(cpu):.2f} s; "
             f"all workers {sum(cpu):.1f} s, supervisord {cpu_seconds(sup_pid):.1f} s"
         )
-        print(f"supervisord RSS: {rss_kib(sup_pid) / 1024:.1f} MiB")
+        sup_pss = pss_kib(sup_pid)
+        print(
+            f"supervisord RSS: {rss_kib(sup_pid) / 1024:.1f} MiB, PSS {sup_pss / 1024:.1f} MiB; "
+            f"PSS of the host (workers + supervisord): {(sum(pss) + sup_pss) / 1024:.0f} MiB"
+        )
     finally:
         supervisor.stop_workers(timeout=120)
         subprocess.run(

@@ -3,6 +3,10 @@
     .venv/bin/python bench/worker_memory.py [--runs 5]   # PSS, RSS, private memory, start CPU
     .venv/bin/python bench/worker_memory.py --modules    # the memory each imported module keeps
 
+It measures workers started as new interpreters (`python -m sipnodes.engine`);
+on a node they are forked from supervisord's preloaded engine instead
+(sipnodes/worker_fork.py), which `fleet_start.py` measures.
+
 The first starts idle workers one at a time (as the fleet bench does: the node's
 command line, working directory and environment, a 3-user config, Redis on
 127.0.0.1) and prints medians. Alone on a host a worker's PSS includes whole
