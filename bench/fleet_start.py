@@ -26,27 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sipnodes.supervisor import Supervisor, program_section, write_atomically  # noqa: E402
-
-# As platform/node-supervisord.conf: workers forked from supervisord's preloaded engine.
-WORKER_FORK = """[rpcinterface:worker_fork]
-supervisor.rpcinterface_factory = sipnodes.worker_fork:make_rpcinterface
-"""
-
-SUPERVISORD_CONF = """
-[unix_http_server]
-file = {dir}/supervisor.sock
-[supervisord]
-logfile = {dir}/supervisord.log
-pidfile = {dir}/supervisord.pid
-environment = PYTHONDONTWRITEBYTECODE=""  ; as platform/node-supervisord.conf
-childlogdir = {dir}
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-{worker_fork}[supervisorctl]
-serverurl = unix://{dir}/supervisor.sock
-[include]
-files = {dir}/programs/*.conf
-"""
+from tests.sipnodes.private_supervisord import supervisord_conf  # noqa: E402
 
 
 def runtime_config(server_id: int, port: int, work: Path, redis_url: str) -> dict:
@@ -157,7 +137,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sipcloud-fleet-"))
     (work / "programs").mkdir()
     conf = work / "supervisord.conf"
-    conf.write_text(SUPERVISORD_CONF.format(dir=work, worker_fork="" if args.exec else WORKER_FORK))
+    conf.write_text(supervisord_conf(work, worker_fork=not args.exec))
     subprocess.run([str(ROOT / ".venv/bin/supervisord"), "-c", str(conf)], check=True)
     supervisor = Supervisor(work / "supervisor.sock")
     for _ in range(100):

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from sipnodes.engine.config import FEATURES, FeatureCodes
+from sipnodes.engine.config import FEATURES, FeatureCodes, feature_code_clashes
 from sipnodes.features_selectors import (
     DEFAULT_FEATURE_CODES,
     number_holder,
@@ -200,16 +200,14 @@ def _check_feature_codes(server: VirtualServer, codes: Mapping[str, str]) -> Non
         except ValidationError as exc:
             errors[name] = exc.error_dict["code"]
     valid = {name: code for name, code in codes.items() if name not in errors}
-    for name, code in valid.items():
-        others = [other for feature, other in valid.items() if feature != name]
-        if code in others:
+    for name, other in feature_code_clashes(valid).items():
+        code, longer = valid[name], valid[other]
+        if code == longer:
             message = _("Code %(code)s is given to two features.") % {"code": code}
-        elif longer := next((other for other in others if other.startswith(code)), None):
+        else:
             message = _(
                 "%(other)s, another feature's code, begins with %(code)s: phones could not dial it."
             ) % {"code": code, "other": longer}
-        else:
-            continue
         errors[name] = [ValidationError(message)]
     if errors:
         raise ValidationError(errors)

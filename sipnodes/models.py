@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from sipnodes.engine.config import FEATURE_CODE
 from tenants.models import Tenant
 
 HOST_STALE_AFTER = timedelta(seconds=45)  # three missed polls (every 15 s) of the node agent
@@ -28,9 +29,9 @@ callback_secret_format = RegexValidator(
     r"^[!-~]{16,128}$",
     _("Use 16 to 128 letters, digits or punctuation marks, without spaces."),
 )
-# A code starts with * or #, so that it is never taken for a number (numbers are digits).
+# The worker's own rule for a code (a lone * or # would not load there).
 feature_code_chars = RegexValidator(
-    r"^[*#][0-9*#]*$", _("Start with * or #, then use digits, * and # only.")
+    FEATURE_CODE, _("Start with * or #, then at least one more digit, * or #.")
 )
 # A SIP account name or realm, as the worker puts it in a quoted digest parameter:
 # printable ASCII without quotes or backslashes (and, for names, without spaces).

@@ -211,6 +211,23 @@ class FeatureCodes:
 
 
 FEATURES = tuple(f.name for f in dataclasses.fields(FeatureCodes))
+# A feature code: * or # first, so that it is never a number, then digits, * or #.
+FEATURE_CODE = r"^[*#][0-9*#]+$"
+_FEATURE_CODE = re.compile(FEATURE_CODE)
+
+
+def feature_code_clashes(codes: Mapping[str, str]) -> dict[str, str]:
+    """Each feature whose code another feature's code begins with (or is): that feature.
+
+    A phone dialling the longer code would reach the shorter one first. The portal
+    refuses such codes with this rule, the worker a config that has them.
+    """
+    clashes = {}
+    for name, code in codes.items():
+        other = next((o for o, c in codes.items() if o != name and c.startswith(code)), None)
+        if other is not None:
+            clashes[name] = other
+    return clashes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,11 +393,10 @@ def _hunt_groups(top: _Reader, users: tuple[User, ...]) -> tuple[HuntGroup, ...]
 def _feature_codes(r: _Reader) -> FeatureCodes:
     codes = {name: r.get(name, str, getattr(FeatureCodes, name)) for name in FEATURES}
     for name, code in codes.items():
-        if len(code) < 2 or not _DIGITS.match(code) or code[0] not in "*#":
+        if not _FEATURE_CODE.match(code):
             raise r.fail(name, "expected * or # and then digits, * or #")
-        clash = [other for other in FEATURES if other != name and codes[other].startswith(code)]
-        if clash:  # a phone dialling the longer code would reach this one first
-            raise r.fail(name, f"{code} is the start of the code of {clash[0]}")
+    for name, other in feature_code_clashes(codes).items():
+        raise r.fail(name, f"{codes[name]} is the start of the code of {other}")
     return FeatureCodes(**codes)
 
 

@@ -264,6 +264,7 @@ def test_two_features_may_swap_codes(tenant_a):
         ({"dnd_on": "*90"}, {"dnd_on", "forward_unconditional"}),  # shared
         ({"dnd_on": "*9"}, {"dnd_on"}),  # *90 begins with it
         ({"dnd_on": "78"}, {"dnd_on"}),  # could be a number
+        ({"dnd_on": "#"}, {"dnd_on"}),  # too short: the worker would refuse its config
         ({"dnd_on": "*7a"}, {"dnd_on"}),
         ({"dnd_on": ""}, {"dnd_on"}),
         ({"dnd_on": "*" * 17}, {"dnd_on"}),

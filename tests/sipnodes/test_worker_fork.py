@@ -17,6 +17,7 @@ from sipnodes import worker_fork
 from sipnodes.supervisor import ProcessInfo, Supervisor, program_section
 from tests.sipnodes.engine.helpers import config_dict
 from tests.sipnodes.engine.processes import REDIS_URL
+from tests.sipnodes.private_supervisord import supervisord_conf
 from tests.support import ROOT, free_port, options_ping, wait_for, wait_until
 
 ENGINE = [sys.executable, "-m", "sipnodes.engine", "--config", "/n/7.json"]
@@ -73,24 +74,6 @@ def test_an_engine_that_does_not_load_leaves_supervisord_executing_workers(monke
     assert "SyntaxError" in options.logger.warnings[0]
 
 
-SUPERVISORD_CONF = """
-[unix_http_server]
-file = {dir}/supervisor.sock
-[supervisord]
-logfile = {dir}/supervisord.log
-pidfile = {dir}/supervisord.pid
-childlogdir = {dir}
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-[rpcinterface:worker_fork]
-supervisor.rpcinterface_factory = sipnodes.worker_fork:make_rpcinterface
-[supervisorctl]
-serverurl = unix://{dir}/supervisor.sock
-[include]
-files = {dir}/programs/*.conf
-"""
-
-
 def command_line(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
 
@@ -113,7 +96,7 @@ class Host:
         self.dir = tmp
         (tmp / "programs").mkdir()
         self.conf = tmp / "supervisord.conf"
-        self.conf.write_text(SUPERVISORD_CONF.format(dir=tmp))
+        self.conf.write_text(supervisord_conf(tmp))
         self.ports: dict[str, int] = {}
         self.supervisor = Supervisor(tmp / "supervisor.sock")
 
