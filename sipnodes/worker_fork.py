@@ -127,34 +127,42 @@ def run_worker(engine_main: ModuleType, args: list[str], env: Mapping[str, str])
     os._exit(code)
 
 
-def install(options: Any, engine_main: ModuleType, preload: Preload) -> None:
-    """Route supervisord's `execve` for engine programs to the preloaded engine."""
-    execve: Execve = options.execve
+class ExecveOrFork:
+    """supervisord's `execve`, called in the child it has just forked: the preloaded
+    engine for a worker program, the real `execve` for anything else."""
 
-    def execve_or_fork(filename: str, argv: Sequence[str], env: Mapping[str, str]) -> Any:
-        args = worker_args(preload, filename, argv, env, os.getcwd())
+    def __init__(self, execve: Execve, engine_main: ModuleType, preload: Preload) -> None:
+        self.execve = execve
+        self.engine_main = engine_main
+        self.preload = preload
+
+    def __call__(self, filename: str, argv: Sequence[str], env: Mapping[str, str]) -> Any:
+        args = worker_args(self.preload, filename, argv, env, os.getcwd())
         if args is None:
-            return execve(filename, argv, env)
-        run_worker(engine_main, args, env)
-
-    options.execve = execve_or_fork
+            return self.execve(filename, argv, env)
+        run_worker(self.engine_main, args, env)
 
 
 def make_rpcinterface(supervisord: Any, **config: str) -> object:
     """supervisord's plugin hook: preload, hook `execve`, and offer no RPC methods.
 
     An engine that does not load leaves supervisord as it is (workers are executed
-    and report their own error): the node agent must still start.
+    and report their own error): the node agent must still start. A reload of
+    supervisord (SIGHUP) calls this again: the engine it loaded at its start stays,
+    and with it the identity workers are checked against.
     """
+    options = supervisord.options
+    if isinstance(options.execve, ExecveOrFork):
+        return object()
     try:
         engine_main = importlib.import_module(f"{ENGINE_MODULE}.__main__")
     except Exception:
-        supervisord.options.logger.warn(
+        options.logger.warn(
             "worker_fork: the engine does not load, workers are executed:\n"
             + traceback.format_exc()
         )
         return object()
-    install(supervisord.options, engine_main, Preload.current(os.environ))
+    options.execve = ExecveOrFork(options.execve, engine_main, Preload.current(os.environ))
     # Objects loaded so far are never collected: the forked workers' garbage
     # collections leave their (shared) pages alone.
     gc.collect()

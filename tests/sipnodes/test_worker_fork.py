@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -72,6 +73,22 @@ def test_an_engine_that_does_not_load_leaves_supervisord_executing_workers(monke
     worker_fork.make_rpcinterface(SimpleNamespace(options=options))
     assert options.execve is execve
     assert "SyntaxError" in options.logger.warnings[0]
+
+
+def test_a_supervisord_reload_keeps_the_engine_loaded_at_its_start():
+    """SIGHUP makes supervisord call the plugin again, while the modules loaded first stay:
+    the identity workers are checked against must stay theirs. (A stand-in for
+    supervisord's object, as above.)"""
+    execve = object()
+    options = SimpleNamespace(execve=execve, logger=Logger())
+    try:
+        worker_fork.make_rpcinterface(SimpleNamespace(options=options))
+        first = options.execve
+        assert isinstance(first, worker_fork.ExecveOrFork) and first.execve is execve
+        worker_fork.make_rpcinterface(SimpleNamespace(options=options))
+        assert options.execve is first
+    finally:
+        gc.unfreeze()
 
 
 def command_line(pid: int) -> str:
