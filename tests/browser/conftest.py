@@ -1,4 +1,6 @@
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -17,8 +19,8 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def browser():
+def launched_chromium(args: list[str]) -> Iterator[Any]:
+    """Headless Chromium with `args`, open for as long as the generator is."""
     chromium = require_tool("chromium", "chromium")
     from playwright.sync_api import sync_playwright
 
@@ -28,7 +30,7 @@ def browser():
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(executable_path=chromium, args=args)
             yield browser
             browser.close()
     finally:
@@ -36,6 +38,11 @@ def browser():
             del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture(scope="module")
+def browser():
+    yield from launched_chromium(CHROMIUM_ARGS)
 
 
 @pytest.fixture

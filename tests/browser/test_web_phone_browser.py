@@ -21,12 +21,12 @@ from sipnodes import services
 from sipnodes.models import Cdr
 from sipnodes.supervisor import webphone_program_name
 from tenants.models import Tenant
-from tests.browser.conftest import CHROMIUM_ARGS
+from tests.browser.conftest import CHROMIUM_ARGS, launched_chromium
 from tests.factories import make_member
 from tests.interop.agents import Pjsua
 from tests.portal import session_of
 from tests.sipnodes.node_host import IngestProcess
-from tests.support import free_port, options_ping, require_tool, wait_for, wait_until
+from tests.support import free_port, options_ping, wait_for, wait_until
 
 NUMBERS = ("100", "101", "102", "103", "104", "105", "106")
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -56,23 +56,7 @@ def inbound(page, kind: str = "audio", field: str = "packetsReceived") -> int:
 
 @pytest.fixture(scope="module")
 def media_browser():
-    chromium = require_tool("chromium", "chromium")
-    from playwright.sync_api import sync_playwright
-
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=chromium, args=CHROMIUM_ARGS + MEDIA_ARGS
-            )
-            yield browser
-            browser.close()
-    finally:
-        if previous is None:
-            del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+    yield from launched_chromium(CHROMIUM_ARGS + MEDIA_ARGS)
 
 
 class Setup:

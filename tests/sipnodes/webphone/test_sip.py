@@ -93,6 +93,18 @@ class Scene(Pbx):
         assert self.last(Registered) == Registered(True)
         return phone
 
+    def web_calls_101(self) -> tuple[Phone, Phone]:
+        """The web phone (100) calls 101, which answers; the ACK has reached 101."""
+        callee = self.registered("101", 5101)
+        web = self.registered_web()
+        web.dial("101", self.now)
+        self.pump()
+        [invite] = take(callee, Request)
+        callee.send(callee.respond(invite, 200, to_tag="b1", body=SDP_101), self.now)
+        self.pump()
+        take(callee, Request)
+        return callee, web
+
     def last(self, kind: type) -> object:
         return [e for e in self.seen if isinstance(e, kind)][-1]
 
@@ -158,14 +170,7 @@ def test_places_a_call_rings_is_answered_and_hangs_up():
 
 def test_the_page_closed_mid_call_gives_its_own_call_tag():
     s = Scene()
-    callee = s.registered("101", 5101)
-    web = s.registered_web()
-    web.dial("101", s.now)
-    s.pump()
-    [invite] = take(callee, Request)
-    callee.send(callee.respond(invite, 200, to_tag="b1", body=SDP_101), s.now)
-    s.pump()
-    take(callee, Request)
+    callee, web = s.web_calls_101()
     web.close(s.now)
     s.pump()
     [bye] = take(callee, Request)
@@ -255,14 +260,7 @@ def test_a_second_device_of_the_same_user_rings_too_and_a_busy_one_says_486():
 
 def test_hold_and_resume_by_reinvite():
     s = Scene()
-    callee = s.registered("101", 5101)
-    web = s.registered_web()
-    web.dial("101", s.now)
-    s.pump()
-    [invite] = take(callee, Request)
-    callee.send(callee.respond(invite, 200, to_tag="b1", body=SDP_101), s.now)
-    s.pump()
-    take(callee, Request)
+    callee, web = s.web_calls_101()
     assert web.hold(True, s.now)
     s.pump()
     [reinvite] = take(callee, Request)
