@@ -26,6 +26,7 @@ from .core import Engine
 from .eventsink import EventSink, connect
 from .media import MediaRelay, MediaSettings
 from .mediaports import UdpPorts
+from .overload import ADJUST_EVERY, Admission
 from .sipmsg import Peer
 from .transaction import State
 from .transport import CallbackPort, Transports
@@ -33,17 +34,7 @@ from .transport import CallbackPort, Transports
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 3.0  # seconds to wait for BYE answers at SIGTERM
-# Overload, AIMD on the UDP socket's backlog, re-assessed every ADJUST_EVERY seconds:
-# above HIGH bytes queued (~300 datagrams, ~0.1 s of work) the share of new requests
-# admitted is halved; below LOW it grows back by a step. Handshakes under way are
-# always served. Admitting a steady share rather than all-or-nothing keeps goodput
-# near the peak past it, where on/off shedding either starved or flooded the worker.
-BACKLOG_HIGH = 600_000
-BACKLOG_LOW = 200_000
-ADJUST_EVERY = 0.05
-ADMIT_MIN = 0.02
-ADMIT_STEP = 0.05
-BACKLOG_CHECK_EVERY = 16
+BACKLOG_CHECK_EVERY = 16  # messages between looks at the clock for overload control
 GC_THRESHOLD = 20_000  # gen-0 allocations between collections (default 700)
 RESTORE_TIMEOUT = 3.0
 WALL_STEP = 1.0  # seconds: a larger jump between the clocks is a step of the wall clock (NTP)
@@ -62,6 +53,7 @@ class Worker:
         self.sink: EventSink | None = None
         self._received = 0
         self._adjusted_at = 0.0
+        self.admission = Admission()
         self.ready = False  # until registrations are restored: a REGISTER must not be undone
         self.loop: asyncio.AbstractEventLoop  # the loop `run` runs in
         self.callback_port: CallbackPort  # made in `run`, on the loop
@@ -234,10 +226,7 @@ class Worker:
         self._adjusted_at = now
         backlog = self.transports.udp_backlog()
         before = engine.admit
-        if backlog > BACKLOG_HIGH:
-            engine.admit = max(ADMIT_MIN, engine.admit / 2)
-        elif backlog < BACKLOG_LOW:
-            engine.admit = min(1.0, engine.admit + ADMIT_STEP)
+        engine.admit = self.admission.adjust(backlog)
         if before == 1.0 and engine.admit < 1.0:
             log.warning("overloaded (%d bytes queued): refusing new requests in part", backlog)
         elif before < 1.0 and engine.admit == 1.0:
