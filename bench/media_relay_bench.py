@@ -967,9 +967,7 @@ def receiver_main(
     seconds = p99_by_second(sent_at, lat)
 
     def q(p: float) -> float | None:
-        if not ordered:
-            return None
-        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] / 1000, 1)
+        return round(percentile(ordered, p) / 1000, 1) if ordered else None
 
     out.send(
         {"received": got, "other": other, "p50_us": q(0.5), "p99_us": q(0.99), "p999_us": q(0.999),
@@ -987,7 +985,12 @@ def p99_by_second(sent_at: Any, lat: Any) -> list[int]:
     for sent, latency in zip(sent_at, lat, strict=True):
         by_second.setdefault((sent - start) // 1_000_000_000, []).append(latency)
     whole = range(max(by_second, default=0))  # the last second is cut short
-    return [sorted(by_second[i])[int(0.99 * len(by_second[i]))] for i in whole if i in by_second]
+    return [percentile(sorted(by_second[i]), 0.99) for i in whole if i in by_second]
+
+
+def percentile(ordered: Any, p: float) -> int:
+    """The value at fraction `p` of a sorted, non-empty sequence."""
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
 class Phones:
@@ -1273,16 +1276,14 @@ def table(results: dict[str, list[dict]], ceiling: dict | None, rates: list[floa
 
 def median_latency(rows: list[dict]) -> dict:
     """The latency run with the median p99 (the machine's own hiccups vary from run to run)."""
-    measured = sorted((r for r in rows if r.get("p99_us") is not None), key=lambda r: r["p99_us"])
-    if not measured:
+    runs = [r for r in rows if r.get("p99_us") is not None]
+    if not runs:
         return {}
     return {
-        **measured[(len(measured) - 1) // 2],
-        "runs": len(measured),
+        **sorted(runs, key=lambda r: r["p99_us"])[(len(runs) - 1) // 2],
+        "runs": len(runs),
         "p99_runs": ", ".join(
-            f"{r['p99_us']} ({r.get('seconds_p99_over_1ms')} s over 1 ms)"
-            for r in rows
-            if r.get("p99_us") is not None
+            f"{r['p99_us']} ({r.get('seconds_p99_over_1ms')} s over 1 ms)" for r in runs
         ),
     }
 
