@@ -128,9 +128,10 @@ class Engine:
         if self.guard.blocked(peer.host, now):
             return  # guessing passwords: dropped unanswered until the block ends
         if self.admit < 1.0:
-            refusal = shed_response(data, RETRY_AFTER)
-            if refusal is not None and not self._admitted():
-                self.outbox.append(Send(refusal, peer))
+            shed = shed_response(data, RETRY_AFTER)
+            if shed is not None and not (shed.new_work and self._admitted()):
+                if shed.response:
+                    self.outbox.append(Send(shed.response, peer))
                 self.shed += 1
                 return
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from typing import NamedTuple
 
 from .message import CSeq, Request, Response, Uri, Via
 
@@ -179,43 +180,73 @@ def request_on_invite(invite: Request, method: str, to: str | None = None) -> Re
 
 
 _COPIED = {b"via", b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq"}
+_CREDENTIALS = {b"authorization", b"proxy-authorization"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# Regexes over the raw header block: the overload path must not parse.
-_CREDENTIALS = re.compile(rb"\n(?:proxy-)?authorization[ \t]*:", re.I)
-_TO_TAG = re.compile(rb"\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.I)
-_TO_LINE = re.compile(rb"^(?:to|t)[ \t]*:", re.I)
-_COPIED_LINE = re.compile(rb"^(?:via|v|from|f|to|t|call-id|i|cseq)[ \t]*:[^\r\n]*", re.I | re.M)
-_FOLDED = re.compile(rb"\n[ \t]")
+# The To tag of every stateless overload answer starts with this (not hex, so no tag
+# of `random_token` does): what a peer sends back on it is known without parsing.
+SHED_TAG = b"shed"
 
 
-def shed_response(data: bytes, retry_after: int) -> bytes | None:
-    """Under overload: a stateless answer to a request that brings new work, or None.
+class Shed(NamedTuple):
+    """An overloaded worker's stateless answer: `response` (b"": none, for an ACK)."""
 
-    Costs a few regex searches, no parsing, so an overloaded worker spends
-    its time on the work already under way. New REGISTER/INVITE without
-    credentials get 503 with Retry-After; a BYE outside any dialog (no To
-    tag; SIPp sends one after every call it aborts) gets 481. Requests with
-    credentials (the second half of a challenge) or a To tag (in a dialog)
-    return None and are served normally, as does anything folded or unusual.
+    response: bytes
+    new_work: bool  # a new REGISTER/INVITE: refused only beyond the admitted share
+
+
+def shed_response(data: bytes, retry_after: int) -> Shed | None:
+    """Under overload: a stateless answer to a request that is no work under way, or None.
+
+    Reads the raw header lines, no parsing, so an overloaded worker spends its
+    time on the work already under way. New REGISTER/INVITE without
+    credentials get 503 with Retry-After. What a peer sends back on such a 503
+    (SIPp sends a BYE after every call it aborts, an ACK after an INVITE's) and
+    a BYE outside any dialog get 481, an ACK nothing. Requests with credentials
+    (the second half of a challenge) or in a dialog return None and are served
+    normally, as does anything folded or unusual.
     """
-    if data.startswith(b"BYE "):
-        status = b"481 Call/Transaction Does Not Exist"
-    elif data.startswith((b"REGISTER ", b"INVITE ")):
-        status = b"503 Service Unavailable - overloaded"
-    else:
+    bye = data.startswith(b"BYE ")
+    new_work = data.startswith((b"REGISTER ", b"INVITE "))
+    ack = data.startswith(b"ACK ")
+    if not (bye or new_work or ack):
         return None
     head = data.partition(b"\r\n\r\n")[0]
-    if _TO_TAG.search(head) or _FOLDED.search(head):
-        return None
-    if status[:3] == b"503" and _CREDENTIALS.search(head):
-        return None
-    copied = _COPIED_LINE.findall(head)
+    copied: list[bytes] = []
+    to_tag: bytes | None = None
+    for line in head.split(b"\r\n")[1:]:
+        if not line or line[0] in b" \t":
+            return None  # folded: let the parser read it
+        name, _, value = line.partition(b":")
+        name = name.rstrip(b" \t").lower()
+        if name in _COPIED:
+            if name in (b"to", b"t"):
+                to_tag = _tag(value)
+                if to_tag is None:  # the same for a retransmission, as §8.2.7 asks
+                    line += b";tag=%s%08x" % (SHED_TAG, hash(head) & 0xFFFFFFFF)
+            copied.append(line)
+        elif name in _CREDENTIALS and new_work:
+            return None
+    if to_tag is not None and not to_tag.startswith(SHED_TAG):
+        return None  # in a dialog
     if len(copied) < 5:
         return None  # missing mandatory headers: let the parser refuse it
-    tag = b";tag=" + random_token(4).encode()
-    copied = [line + tag if _TO_LINE.match(line) else line for line in copied]
-    extra = (b"Retry-After: %d" % retry_after,) if status[:3] == b"503" else ()
-    return _raw_response(status, copied, *extra)
+    if ack:
+        return Shed(b"", False) if to_tag is not None else None
+    if new_work and to_tag is None:
+        status = b"503 Service Unavailable - overloaded"
+        return Shed(_raw_response(status, copied, b"Retry-After: %d" % retry_after), True)
+    return Shed(_raw_response(b"481 Call/Transaction Does Not Exist", copied), False)
+
+
+def _tag(to_value: bytes) -> bytes | None:
+    """The tag parameter of a To header value (after its URI), or None."""
+    if b">" in to_value:
+        to_value = to_value.rpartition(b">")[2]
+    for param in to_value.split(b";")[1:]:
+        key, _, tag = param.partition(b"=")
+        if key.strip(b" \t").lower() == b"tag":
+            return tag.strip(b" \t")
+    return None
 
 
 def refusal_response(data: bytes, status: int, reason: str) -> bytes | None:

@@ -39,13 +39,30 @@ def raw(method: str, *headers: str) -> bytes:
 
 def test_overload_refuses_new_work_from_the_raw_bytes():
     refusal = shed_response(raw("REGISTER", "t: <sip:100@x>"), 5)
-    assert refusal is not None
-    response = parse(refusal)
+    assert refusal is not None and refusal.new_work
+    response = parse(refusal.response)
     assert (response.code, response.headers["Retry-After"]) == (503, "5")
     assert response.to_address.tag and response.call_id == "c1"
     assert response.top_via.branch == "z9hG4bK1"
     bye = shed_response(raw("BYE", "To: <sip:100@x>"), 5)
-    assert bye is not None and parse(bye).code == 481
+    assert bye is not None and parse(bye.response).code == 481 and not bye.new_work
+    # Stateless, so a retransmission gets the same To tag, another request another (§8.2.7).
+    tags = [
+        parse(shed_response(raw(m, "t: <sip:100@x>"), 5).response).to_address.tag
+        for m in ("REGISTER", "REGISTER", "INVITE")
+    ]  # type: ignore[union-attr]
+    assert tags[0] == tags[1] != tags[2]
+
+
+def test_overload_answers_what_comes_back_on_its_refusal_without_parsing():
+    refused = parse(shed_response(raw("REGISTER", "To: <sip:100@x>"), 5).response)  # type: ignore[union-attr]
+    to = f"To: {refused.headers['To']}"
+    bye = shed_response(raw("BYE", to), 5)  # SIPp's after the call it aborted
+    assert bye is not None and not bye.new_work
+    assert parse(bye.response).code == 481 and parse(bye.response).headers["To"] == to[4:]
+    assert shed_response(raw("ACK", to), 5) == (b"", False)  # an ACK is never answered
+    assert shed_response(raw("ACK", "To: <sip:100@x>"), 5) is None  # not ours: served
+    assert shed_response(raw("BYE", "To: <sip:100@x;tag=shed1>;tag=1a2b"), 5) is None
 
 
 def test_overload_serves_work_under_way_and_what_it_cannot_read_cheaply():
