@@ -64,3 +64,18 @@ def test_memory_is_flat_over_many_calls():
     # What may stay: cancelled timers awaiting the next compaction of the heap.
     per_call = (after - before) / CALLS
     assert per_call < 500, f"{per_call:.0f} bytes kept per finished call"
+
+
+def test_a_finished_call_leaves_no_reference_cycle():
+    """The worker collects its older objects only every few minutes (`server.GC_FULL_EVERY`),
+    so what a finished call leaves must go by reference counting, not wait for the GC."""
+    pbx = Pbx(T0)
+    a, b = pbx.registered("100", 6000), pbx.registered("101", 6002)
+    now = place_calls(pbx, a, b, 5, T0 + 1)
+    gc.collect()
+    gc.disable()
+    try:
+        place_calls(pbx, a, b, 50, now)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
