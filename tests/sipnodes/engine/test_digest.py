@@ -61,3 +61,13 @@ def test_challenges_list_md5_first_then_sha256(auth):
     values = auth.challenges(5.0, stale=True)
     assert [v.split("algorithm=")[1].split(",")[0] for v in values] == ["MD5", "SHA-256"]
     assert all(f'realm="{REALM}"' in v and "stale=true" in v for v in values)
+
+
+def test_one_nonce_per_second_and_a_forged_one_still_fails(auth):
+    """Challenges within a second share a nonce (one HMAC); the check stays exact."""
+    first = auth.nonce(7.2)
+    assert auth.nonce(7.9) == first and auth.nonce(8.0) != first
+    assert auth.check(creds(auth, 7.2), "REGISTER", 7.5).outcome is Outcome.OK
+    forged = first[:-1] + ("0" if first[-1] != "0" else "1")
+    assert auth.check(creds(auth, 7.2, nonce=forged), "REGISTER", 7.5).outcome is Outcome.CHALLENGE
+    assert auth.check(creds(auth, 7.2, nonce=first), "REGISTER", 7.5).outcome is Outcome.OK
