@@ -100,7 +100,7 @@ def stamp_via(request: Request, peer: Peer) -> None:
     else:
         return
     vias = list(request.via)
-    vias[0] = via._replace(parameters=changed)
+    vias[0] = Via(via.transport, via.host, via.port, changed)  # not _replace: interpreted
     request.set_vias(vias)
 
 
