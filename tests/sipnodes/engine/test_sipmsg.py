@@ -50,12 +50,12 @@ def test_overload_refuses_new_work_from_the_raw_bytes():
     tags = [
         parse(shed_response(raw(m, "t: <sip:100@x>"), 5).response).to_address.tag
         for m in ("REGISTER", "REGISTER", "INVITE")
-    ]  # type: ignore[union-attr]
+    ]
     assert tags[0] == tags[1] != tags[2]
 
 
 def test_overload_answers_what_comes_back_on_its_refusal_without_parsing():
-    refused = parse(shed_response(raw("REGISTER", "To: <sip:100@x>"), 5).response)  # type: ignore[union-attr]
+    refused = parse(shed_response(raw("REGISTER", "To: <sip:100@x>"), 5).response)
     to = f"To: {refused.headers['To']}"
     bye = shed_response(raw("BYE", to), 5)  # SIPp's after the call it aborted
     assert bye is not None and not bye.new_work
