@@ -216,11 +216,10 @@ def shed_response(data: bytes, retry_after: int) -> Shed | None:
     for line in head.split(b"\r\n")[1:]:
         if not line or line[0] in b" \t":
             return None  # folded: let the parser read it
-        name, _, value = line.partition(b":")
-        name = name.rstrip(b" \t").lower()
+        name = _raw_name(line)
         if name in _COPIED:
             if name in (b"to", b"t"):
-                to_tag = _tag(value)
+                to_tag = _tag(line.partition(b":")[2])
                 if to_tag is None:  # the same for a retransmission, as §8.2.7 asks
                     line += b";tag=%s%08x" % (SHED_TAG, hash(head) & 0xFFFFFFFF)
             copied.append(line)
@@ -259,7 +258,7 @@ def refusal_response(data: bytes, status: int, reason: str) -> bytes | None:
         return None
     lines = data.lstrip(b"\r\n").split(b"\r\n\r\n", 1)[0].split(b"\r\n")
     copied = _copied_lines(lines)
-    if not any(line.split(b":", 1)[0].strip().lower() in (b"via", b"v") for line in copied):
+    if not any(_raw_name(line) in (b"via", b"v") for line in copied):
         return None
     phrase = REASON_PHRASES.get(status, "Bad Request")
     if status == 400:
@@ -269,7 +268,12 @@ def refusal_response(data: bytes, status: int, reason: str) -> bytes | None:
 
 def _copied_lines(lines: list[bytes]) -> list[bytes]:
     """The Via, From, To, Call-ID and CSeq lines a response repeats (§8.2.6.2)."""
-    return [line for line in lines[1:] if line.partition(b":")[0].strip().lower() in _COPIED]
+    return [line for line in lines[1:] if _raw_name(line) in _COPIED]
+
+
+def _raw_name(line: bytes) -> bytes:
+    """The lower-cased name of a raw header line (`b"via"` of `b"Via : SIP/2.0/UDP ..."`)."""
+    return line.partition(b":")[0].strip().lower()
 
 
 def _raw_response(status_line: bytes, copied: list[bytes], *extra: bytes) -> bytes:
